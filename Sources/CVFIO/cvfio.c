@@ -1,0 +1,93 @@
+#define _GNU_SOURCE
+#include "cvfio.h"
+#include <errno.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/prctl.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <linux/capability.h>
+
+int cvfio_ioctl(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int cvfio_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+int cvfio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+int cvfio_memfd_secret(unsigned int flags) {
+#ifdef SYS_memfd_secret
+    return (int)syscall(SYS_memfd_secret, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int cvfio_drop_ipc_lock(void) {
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) != 0) return -1;
+    unsigned idx = CAP_IPC_LOCK / 32, bit = 1u << (CAP_IPC_LOCK % 32);
+    data[idx].effective &= ~bit;
+    data[idx].permitted &= ~bit;
+    data[idx].inheritable &= ~bit;
+    if (prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    return (int)syscall(SYS_capset, &hdr, data);
+}
+
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+const char *cvfio_errno_name(int err) { return strerrorname_np(err); }
+
+int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t limit_bytes,
+                        uint64_t *unmapped_out) {
+    int pfd[2];
+    if (pipe(pfd) != 0) return -errno;
+    pid_t pid = fork();
+    if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
+    if (pid == 0) {
+        /* result[0]: 0 ok, >0 map errno, <0 setup failure; result[1]: bytes unmapped */
+        int64_t result[2] = { 0, 0 };
+        struct rlimit rl = { limit_bytes, limit_bytes };
+        close(pfd[0]);
+        if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0 || cvfio_drop_ipc_lock() != 0) {
+            result[0] = -errno;
+        } else {
+            void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED) {
+                result[0] = -errno;
+            } else {
+                memset(p, 0x5a, size);
+                struct vfio_iommu_type1_dma_map m = {
+                    .argsz = sizeof(m), .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+                    .vaddr = (uint64_t)(uintptr_t)p, .iova = iova, .size = size };
+                if (ioctl(container_fd, VFIO_IOMMU_MAP_DMA, &m) != 0) {
+                    result[0] = errno;
+                } else {
+                    struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = size };
+                    if (ioctl(container_fd, VFIO_IOMMU_UNMAP_DMA, &u) == 0) result[1] = (int64_t)u.size;
+                }
+            }
+        }
+        ssize_t w = write(pfd[1], result, sizeof(result));
+        _exit(w == (ssize_t)sizeof(result) ? 0 : 1);
+    }
+    close(pfd[1]);
+    int64_t result[2] = { -EPIPE, 0 };
+    ssize_t r;
+    do { r = read(pfd[0], result, sizeof(result)); } while (r < 0 && errno == EINTR);
+    close(pfd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (r != (ssize_t)sizeof(result)) return -EPIPE;
+    if (unmapped_out) *unmapped_out = (uint64_t)result[1];
+    return (int)result[0];
+}
+
+long cvfio_fs_magic(const char *path) {
+    struct statfs s;
+    if (statfs(path, &s) != 0) return -1;
+    return (long)s.f_type;
+}

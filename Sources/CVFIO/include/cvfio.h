@@ -1,0 +1,79 @@
+#ifndef CVFIO_H
+#define CVFIO_H
+/* Shim over the kernel UAPI headers from linux-libc-dev: exposes only what Swift
+ * cannot import directly. Structs and plain constants come from the headers. */
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <linux/vfio.h>
+#if __has_include(<linux/iommufd.h>)
+#include <linux/iommufd.h>
+#define CVFIO_HAVE_IOMMUFD 1
+#else
+#define CVFIO_HAVE_IOMMUFD 0
+#endif
+
+static const int cvfio_have_iommufd_header = CVFIO_HAVE_IOMMUFD;
+
+/* ioctl request numbers (function-like macros in the UAPI). */
+static const unsigned long CVFIO_GET_API_VERSION = VFIO_GET_API_VERSION;
+static const unsigned long CVFIO_CHECK_EXTENSION = VFIO_CHECK_EXTENSION;
+static const unsigned long CVFIO_SET_IOMMU = VFIO_SET_IOMMU;
+static const unsigned long CVFIO_GROUP_GET_STATUS = VFIO_GROUP_GET_STATUS;
+static const unsigned long CVFIO_GROUP_SET_CONTAINER = VFIO_GROUP_SET_CONTAINER;
+static const unsigned long CVFIO_GROUP_UNSET_CONTAINER = VFIO_GROUP_UNSET_CONTAINER;
+static const unsigned long CVFIO_GROUP_GET_DEVICE_FD = VFIO_GROUP_GET_DEVICE_FD;
+static const unsigned long CVFIO_DEVICE_GET_INFO = VFIO_DEVICE_GET_INFO;
+static const unsigned long CVFIO_DEVICE_GET_REGION_INFO = VFIO_DEVICE_GET_REGION_INFO;
+static const unsigned long CVFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+static const unsigned long CVFIO_IOMMU_GET_INFO = VFIO_IOMMU_GET_INFO;
+static const unsigned long CVFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
+static const unsigned long CVFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
+
+/* mmap/memfd flag encodings (nested macros Swift does not import). */
+#include <linux/mman.h>
+#include <linux/memfd.h>
+static const int CVFIO_MAP_HUGETLB = 0x40000;
+static const int CVFIO_MAP_HUGE_2MB = (int)MAP_HUGE_2MB;
+static const int CVFIO_MAP_HUGE_1GB = (int)MAP_HUGE_1GB;
+static const unsigned int CVFIO_MFD_HUGETLB = MFD_HUGETLB;
+static const unsigned int CVFIO_MFD_HUGE_2MB = MFD_HUGE_2MB;
+static const int CVFIO_MADV_HUGEPAGE = 14;
+int cvfio_memfd_create(const char *name, unsigned int flags);
+/* statfs f_type of path, or -1 with errno. */
+long cvfio_fs_magic(const char *path);
+
+/* Non-variadic ioctl: glibc's is variadic and not callable from Swift. */
+int cvfio_ioctl(int fd, unsigned long request, void *arg);
+int cvfio_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/* Volatile MMIO accessors for mmapped BARs. */
+static inline uint32_t cvfio_mmio_read32(const volatile void *base, size_t off) {
+    return *(const volatile uint32_t *)((const volatile char *)base + off);
+}
+static inline uint64_t cvfio_mmio_read64(const volatile void *base, size_t off) {
+    return *(const volatile uint64_t *)((const volatile char *)base + off);
+}
+static inline void cvfio_mmio_write32(volatile void *base, size_t off, uint32_t v) {
+    *(volatile uint32_t *)((volatile char *)base + off) = v;
+}
+static inline void cvfio_mmio_write64(volatile void *base, size_t off, uint64_t v) {
+    *(volatile uint64_t *)((volatile char *)base + off) = v;
+}
+
+/* memfd_secret has no glibc wrapper in Debian 12; -1/ENOSYS where the syscall is absent. */
+int cvfio_memfd_secret(unsigned int flags);
+/* Symbolic errno name ("EFAULT"), or NULL when glibc has none. */
+const char *cvfio_errno_name(int err);
+
+/* Forks a child that lowers RLIMIT_MEMLOCK to limit_bytes, drops CAP_IPC_LOCK, touches
+ * `size` bytes of fresh anonymous memory and maps them at `iova` through container_fd.
+ * Swift cannot fork safely, hence C. Returns 0 when the map succeeded (the child unmaps
+ * it), the positive errno of the map, or -errno when the child could not be set up. */
+int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t limit_bytes,
+                        uint64_t *unmapped_out);
+
+/* Drop CAP_IPC_LOCK from every capability set of the calling process. */
+int cvfio_drop_ipc_lock(void);
+
+#endif

@@ -1,0 +1,72 @@
+import CVFIO
+import Foundation
+import VFIO
+
+/// A device that can copy between its own buffer and an IOVA: what the data check needs.
+/// edu is the first; a driver for Intel IOAT/DSA would fit the same seam.
+public protocol DMADriver: AnyObject {
+    var name: String { get }
+    /// Bytes one transfer can move.
+    var bufferSize: Int { get }
+    /// IOVA → device buffer (the device reads memory).
+    func read(from iova: UInt64, count: Int) throws -> Void
+    /// Device buffer → IOVA (the device writes memory).
+    func write(to iova: UInt64, count: Int) throws -> Void
+}
+
+public struct DMAError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// QEMU's edu device (1234:11e8): BAR0 0x80 src, 0x88 dst, 0x90 count, 0x98 cmd; the 4 KiB
+/// buffer sits at device address 0x40000 and is reachable only by DMA.
+public final class EduDriver: DMADriver {
+    public static let vendor = "0x1234", device = "0x11e8"
+    static let src = 0x80, dst = 0x88, cnt = 0x90, cmd = 0x98
+    static let bufferAddress: UInt64 = 0x40000
+    static let cmdStart: UInt64 = 1, cmdToRAM: UInt64 = 2
+
+    public let name = "edu"
+    /// The buffer is 4 KiB, but QEMU's edu_check_range needs the transfer to end strictly
+    /// before the buffer's end (a full 4096-byte transfer is a QEMU hw_error that kills the VM).
+    public let bufferSize = 4095
+    let bar0: MappedMemory
+    /// A transfer takes 100 ms of virtual time; TCG can stretch that.
+    let timeout: Double
+
+    public init(bar0: MappedMemory, timeout: Double = 5) {
+        self.bar0 = bar0
+        self.timeout = timeout
+    }
+
+    public static func matches(_ pci: PCIDevice) -> Bool { pci.vendor == vendor && pci.device == device }
+
+    /// Register 0x04 reads back the inverse of what was written: proves BAR0 is live.
+    public func selfTest() -> Bool {
+        cvfio_mmio_write32(bar0.base, 0x04, 0x12345678)
+        return cvfio_mmio_read32(bar0.base, 0x04) == ~UInt32(0x12345678)
+    }
+
+    func run(src: UInt64, dst: UInt64, count: Int, toRAM: Bool) throws {
+        guard count > 0 && count <= bufferSize else { throw DMAError(description: "edu transfer of \(count) bytes") }
+        let b = bar0.base
+        if cvfio_mmio_read64(b, Self.cmd) & Self.cmdStart != 0 { throw DMAError(description: "edu DMA engine busy") }
+        cvfio_mmio_write64(b, Self.src, src)
+        cvfio_mmio_write64(b, Self.dst, dst)
+        cvfio_mmio_write64(b, Self.cnt, UInt64(count))
+        cvfio_mmio_write64(b, Self.cmd, Self.cmdStart | (toRAM ? Self.cmdToRAM : 0))
+        let deadline = Date().addingTimeInterval(timeout)
+        while cvfio_mmio_read64(b, Self.cmd) & Self.cmdStart != 0 {
+            if Date() > deadline { throw DMAError(description: "edu DMA did not complete within \(timeout) s") }
+            usleep(2000)
+        }
+    }
+
+    public func read(from iova: UInt64, count: Int) throws {
+        try run(src: iova, dst: Self.bufferAddress, count: count, toRAM: false)
+    }
+
+    public func write(to iova: UInt64, count: Int) throws {
+        try run(src: Self.bufferAddress, dst: iova, count: count, toRAM: true)
+    }
+}

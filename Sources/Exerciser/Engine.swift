@@ -1,0 +1,182 @@
+import CVFIO
+import Foundation
+import SystemPackage
+import VFIO
+
+public struct RunOptions {
+    public var device: String
+    public var fsDir = "/mnt/fs"
+    public var tmpfsDir = "/dev/shm"
+    public var dataCheck = true
+    public init(device: String) { self.device = device }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Runs planned cases against one device; `sink` gets each record the moment it is final.
+public final class Engine {
+    let options: RunOptions
+    let pci: PCIDevice
+    let group: Int
+
+    /// Validates the device before anything is opened: exit-2 problems surface here.
+    public init(options: RunOptions) throws(UsageError) {
+        self.options = options
+        guard let pci = PCIDevice.lookup(options.device) else {
+            throw UsageError("no PCI device \(options.device) (see /sys/bus/pci/devices)")
+        }
+        guard pci.driver == "vfio-pci" else {
+            throw UsageError("\(pci.address) is bound to \(pci.driver ?? "no driver"), not vfio-pci (bind it with driver_override)")
+        }
+        guard let group = pci.iommuGroup else {
+            throw UsageError("\(pci.address) has no IOMMU group (is the IOMMU enabled? intel_iommu=on)")
+        }
+        guard FileManager.default.fileExists(atPath: "/dev/vfio/vfio") else {
+            throw UsageError("/dev/vfio/vfio is missing (modprobe vfio-pci)")
+        }
+        self.pci = pci
+        self.group = group
+    }
+
+    public func run(_ plan: [PlannedCase], sink: (CaseRecord) -> Void) throws(UsageError) {
+        for backend in BackendKind.allCases {
+            let cases = plan.filter { $0.backend == backend }
+            if cases.isEmpty { continue }
+            try runBackend(backend, cases, sink: sink)
+        }
+    }
+
+    func runBackend(_ backend: BackendKind, _ cases: [PlannedCase], sink: (CaseRecord) -> Void) throws(UsageError) {
+        let session: Session
+        do {
+            session = try Session(backend: backend, group: group, options: options, pci: pci)
+        } catch let e as UsageError {
+            throw e
+        } catch let e as BackendUnavailable {
+            for c in cases { sink(Runner.record(c, iova: 0, outcome: .skip(e.reason))) }
+            return
+        } catch {
+            throw UsageError("\(backend.rawValue): \(error)")
+        }
+        defer { session.close() }
+        for (i, c) in cases.enumerated() {
+            if c.phase == .device && !session.deviceOpen {
+                do { try session.openDevice() } catch {
+                    // Without the device no device-phase case can run: each says why.
+                    for rest in cases[i...] { sink(Runner.record(rest, iova: 0, outcome: .skip("device open failed: \(error)"))) }
+                    return
+                }
+            }
+            sink(Runner(session: session, planned: c, index: i).run())
+        }
+    }
+}
+
+struct BackendUnavailable: Error { var reason: String }
+
+/// Container + group (+ device once opened) for one backend, torn down in order.
+final class Session {
+    let backend: BackendKind
+    let container: Container
+    let group: Group
+    let options: RunOptions
+    let pci: PCIDevice
+    var info: IOMMUInfo
+    var iova: IOVAAllocator
+    var device: Device?
+    var bars: [BARMapping] = []
+    var dma: DMADriver?
+    var dmaUnavailable = "no DMA-capable driver for this device"
+    var scratch: MappedMemory?
+    var scratchIOVA: UInt64 = 0
+    var deviceOpen: Bool { device != nil }
+    var teardownProblems: [String] = []
+
+    init(backend: BackendKind, group number: Int, options: RunOptions, pci: PCIDevice) throws {
+        self.backend = backend
+        self.options = options
+        self.pci = pci
+        let container: Container
+        do { container = try Container(path: backend.containerPath) } catch {
+            throw UsageError("\(error)")
+        }
+        guard case .success(let v) = container.apiVersion(), v == VFIO_API_VERSION else {
+            throw UsageError("\(backend.containerPath): unexpected VFIO API version")
+        }
+        let type: IOMMUType = backend == .type1 ? .type1 : .type1v2
+        guard container.checkExtension(type.uapiValue) else {
+            throw BackendUnavailable(reason: "kernel does not offer \(type.rawValue) (VFIO_CHECK_EXTENSION)")
+        }
+        let group: Group
+        do { group = try Group(number: number) } catch {
+            throw UsageError("\(error)" + (error.errno == .permissionDenied ? " (run as root or chown /dev/vfio/\(number))" : ""))
+        }
+        let status = try group.status()
+        guard status.viable else {
+            let members = PCIDevice.groupMembers(number).joined(separator: " ")
+            throw UsageError("IOMMU group \(number) is not viable: bind every device in it (\(members)) to vfio-pci")
+        }
+        try group.setContainer(container)
+        try container.setIOMMU(type)
+        switch container.info() {
+        case .success(let i): info = i
+        case .failure(let e): throw UsageError("VFIO_IOMMU_GET_INFO: \(e.symbol)")
+        }
+        self.container = container
+        self.group = group
+        self.iova = IOVAAllocator(ranges: info.iovaRanges)
+    }
+
+    func openDevice() throws {
+        let dev = try group.device(pci.address)
+        device = dev
+        for r in try dev.bars() where r.index <= 5 {
+            let name = "BAR\(r.index)"
+            var mem: MappedMemory?
+            if r.mmappable { mem = try? dev.mmap(r) }
+            bars.append(BARMapping(name: name, region: r, memory: mem, device: dev))
+        }
+        guard options.dataCheck else { dmaUnavailable = "data check disabled"; return }
+        guard EduDriver.matches(pci), let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory else { return }
+        try dev.enableBusMaster()
+        let edu = EduDriver(bar0: bar0)
+        guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
+        // A page mapped at its own IOVA: data travels region → device → scratch and back.
+        let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS)
+        memset(s.base, 0, s.length)
+        guard let at = iova.allocate(UInt64(s.length)) else { dmaUnavailable = "no IOVA for the scratch page"; return }
+        if case .failure(let e) = container.map(vaddr: s.address, iova: at, size: UInt64(s.length), flags: .readWrite) {
+            dmaUnavailable = "scratch page map failed: \(e.symbol)"
+            return
+        }
+        scratch = s
+        scratchIOVA = at
+        dma = edu
+    }
+
+    func close() {
+        if let s = scratch {
+            if case .success(let n) = container.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
+                teardownProblems.append("scratch unmap reported \(n) bytes")
+            }
+            s.unmap()
+            scratch = nil
+        }
+        for b in bars { b.memory?.unmap() }
+        bars.removeAll()
+        dma = nil
+        device?.close()  // before the group: the other order gives EBUSY
+        device = nil
+        group.close()
+        container.close()
+    }
+
+    func dmaAvail() -> UInt32? {
+        guard info.dmaAvail != nil, case .success(let i) = container.info() else { return nil }
+        return i.dmaAvail
+    }
+}

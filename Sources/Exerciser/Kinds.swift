@@ -1,0 +1,109 @@
+/// Every case kind a user can name. Region kinds build memory and map it; edge kinds probe
+/// argument checking. The backing for each region kind is one type in Regions/.
+public enum CaseKind: String, CaseIterable, Sendable, Codable {
+    case anonPrivate = "anon-private"
+    case anonUntouched = "anon-untouched"
+    case anonShared = "anon-shared"
+    case memfd
+    case memfdHugetlb2M = "memfd-hugetlb-2M"
+    case hugetlb2M = "hugetlb-2M"
+    case hugetlb1G = "hugetlb-1G"
+    case thp
+    case tmpfsFile = "tmpfs-file"
+    case fsFile = "fs-file"
+    case readonlyWrite = "readonly-write"
+    case readonlyRead = "readonly-read"
+    case protNone = "prot-none"
+    case hole
+    case partialHole = "partial-hole"
+    case bar
+    case barPlusAnon = "bar-plus-anon"
+    case mlocked
+    case memfdSecret = "memfd-secret"
+    // Argument edges.
+    case unalignedVaddr = "unaligned-vaddr"
+    case sizeZero = "size-zero"
+    case flagsNone = "flags-none"
+    case flagsUnknown = "flags-unknown"
+    case iovaOverlap = "iova-overlap"
+    case memlockLimit = "memlock-limit"
+    case iovaOutOfRange = "iova-out-of-range"
+    case vaddrUpdate = "vaddr-update"
+    case unmapSubrange = "unmap-subrange"
+    case unmapAll = "unmap-all"
+
+    public var isEdge: Bool {
+        switch self {
+        case .unalignedVaddr, .sizeZero, .flagsNone, .flagsUnknown, .iovaOverlap, .memlockLimit,
+             .iovaOutOfRange, .vaddrUpdate, .unmapSubrange, .unmapAll:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Kinds that need the device open (its BARs).
+    public var needsDevice: Bool { self == .bar || self == .barPlusAnon }
+
+    /// Phases a kind runs in by default: edges before and after the device is opened.
+    public var phases: [Phase] { isEdge ? [.preDevice, .device] : [.device] }
+
+    public var defaultSize: UInt64 {
+        switch self {
+        case .hugetlb1G: return 1 << 30
+        case .memfdHugetlb2M, .hugetlb2M, .thp: return 2 << 20
+        case .memlockLimit: return 8 << 20
+        case .bar, .barPlusAnon: return 0  // from the BAR
+        default: return 64 << 10
+        }
+    }
+
+    public var defaultFlags: [String] {
+        switch self {
+        case .readonlyRead: return ["read"]
+        default: return ["read", "write"]
+        }
+    }
+
+    public var summary: String {
+        switch self {
+        case .anonPrivate: return "private anonymous memory, touched (ordinary GUP pin)"
+        case .anonUntouched: return "private anonymous memory never touched (shared zero page / unshare)"
+        case .anonShared: return "MAP_SHARED|MAP_ANONYMOUS (shmem)"
+        case .memfd: return "memfd_create, MAP_SHARED (shmem)"
+        case .memfdHugetlb2M: return "memfd_create(MFD_HUGETLB|MFD_HUGE_2MB), MAP_SHARED"
+        case .hugetlb2M: return "MAP_HUGETLB|MAP_HUGE_2MB anonymous"
+        case .hugetlb1G: return "MAP_HUGETLB|MAP_HUGE_1GB anonymous"
+        case .thp: return "2M-aligned anonymous + MADV_HUGEPAGE; reports whether a huge page was obtained"
+        case .tmpfsFile: return "file on tmpfs, MAP_SHARED"
+        case .fsFile: return "writable MAP_SHARED file on a writeback filesystem (ext2/ext4)"
+        case .readonlyWrite: return "PROT_READ vma mapped READ|WRITE for DMA"
+        case .readonlyRead: return "PROT_READ vma mapped READ-only for DMA"
+        case .protNone: return "PROT_NONE vma"
+        case .hole: return "address range with no vma"
+        case .partialHole: return "first half mapped, second half a hole"
+        case .bar: return "each mmappable BAR of the device (VM_IO|VM_PFNMAP), one case each"
+        case .barPlusAnon: return "one range spanning an anonymous vma and a BAR vma"
+        case .mlocked: return "mlock()ed private anonymous memory"
+        case .memfdSecret: return "memfd_secret() memory (removed from the direct map)"
+        case .unalignedVaddr: return "vaddr not aligned to the IOMMU page size"
+        case .sizeZero: return "size 0"
+        case .flagsNone: return "neither READ nor WRITE"
+        case .flagsUnknown: return "an undefined flag bit"
+        case .iovaOverlap: return "a second map overlapping a mapped IOVA range"
+        case .memlockLimit: return "8 MiB past a 1 MiB RLIMIT_MEMLOCK, without CAP_IPC_LOCK"
+        case .iovaOutOfRange: return "IOVA outside the valid ranges from VFIO_IOMMU_GET_INFO"
+        case .vaddrUpdate: return "VFIO_DMA_UNMAP_FLAG_VADDR invalidate, then MAP_FLAG_VADDR update"
+        case .unmapSubrange: return "unmap the second half of a mapping (bytes reported unmapped)"
+        case .unmapAll: return "VFIO_DMA_UNMAP_FLAG_ALL over two mappings"
+        }
+    }
+}
+
+/// The backends a case can run on. iommufd variants are their own issue; the seam is here.
+public enum BackendKind: String, CaseIterable, Sendable, Codable {
+    case type1
+    case type1v2
+
+    public var containerPath: String { "/dev/vfio/vfio" }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import VFIO
+
+/// Where configs/ lives: explicit, $VFIO_EXERCISER_CONFIGS, ./configs, next to the binary, /etc.
+public enum ConfigLocator {
+    public static func find(_ explicit: String?) throws(UsageError) -> String {
+        if let e = explicit { return e }
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["VFIO_EXERCISER_CONFIGS"] { candidates.append(env) }
+        candidates.append(FileManager.default.currentDirectoryPath + "/configs")
+        let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        var dir = exe
+        for _ in 0..<4 {
+            candidates.append(dir.appendingPathComponent("configs").path)
+            dir = dir.deletingLastPathComponent()
+        }
+        candidates.append("/etc/vfio-exerciser")
+        for c in candidates where FileManager.default.fileExists(atPath: c + "/expectations.yaml") { return c }
+        throw UsageError("no configs directory with expectations.yaml found (use --configs DIR)")
+    }
+}
+
+/// Turns records into a judged report: the same for `run` on this machine and `vm` on the host.
+public struct Judge {
+    public var expectations: Expectations
+
+    public init(expectations: Expectations) { self.expectations = expectations }
+
+    public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil) -> RunReport {
+        let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
+        var results = records.map { CaseResult(record: $0, verdict: expectations.judge($0, kernel: kernel)) }
+        // A planned case with no record was lost (crash, hang, panic): a failure, named.
+        let seen = Set(records.map(\.id))
+        let why = incidents.first ?? "the run ended before it"
+        for id in header.plan where !seen.contains(id) {
+            let parts = id.split(separator: "/")
+            let rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
+                                 kind: parts.count > 1 ? String(parts[1].split(separator: "@")[0]) : "?",
+                                 phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
+                                 size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
+            results.append(CaseResult(record: rec, verdict: expectations.judge(rec, kernel: kernel)))
+        }
+        return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed)
+    }
+}
+
+public func kernelRelease() -> String {
+    var u = utsname()
+    uname(&u)
+    return withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+}
+
+public let toolVersion = "vfio-exerciser 0.1.0"

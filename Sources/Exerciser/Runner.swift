@@ -1,0 +1,242 @@
+import CVFIO
+import Foundation
+import SystemPackage
+import VFIO
+
+/// Runs one planned case in a session and measures everything the kernel hands back.
+struct Runner {
+    let session: Session
+    let planned: PlannedCase
+    let index: Int
+
+    var container: Container { session.container }
+
+    static func record(_ c: PlannedCase, iova: UInt64, outcome: Outcome) -> CaseRecord {
+        CaseRecord(id: c.id, backend: c.backend.rawValue, kind: c.kind.rawValue, phase: c.phase,
+                   size: c.size, flags: c.flags, iova: iova, outcome: outcome)
+    }
+
+    func run() -> CaseRecord {
+        let availBefore = session.dmaAvail()
+        var rec = planned.kind.isEdge ? runEdge() : runRegion()
+        // Every case must leave the container as it found it.
+        if let before = availBefore, let after = session.dmaAvail() {
+            rec.checks.append(Check("mappings-left", before == after,
+                                    before == after ? "dma_avail back to \(after)" : "dma_avail \(before) before, \(after) after"))
+        }
+        return rec
+    }
+
+    // MARK: region kinds
+
+    func runRegion() -> CaseRecord {
+        var rec = Self.record(planned, iova: 0, outcome: .ok)
+        guard let backing = Backings.backing(for: planned.kind) else {
+            rec.outcome = .skip("no backing for \(planned.kind.rawValue)")
+            return rec
+        }
+        let ctx = RegionContext(bars: session.bars, fsDir: session.options.fsDir, tmpfsDir: session.options.tmpfsDir)
+        let region: Region
+        do {
+            region = try backing.build(size: planned.size, instance: planned.instance, context: ctx)
+        } catch {
+            rec.outcome = .skip("\(error)")
+            return rec
+        }
+        rec.size = region.size
+        rec.properties = region.properties
+        guard let iova = session.iova.allocate(region.size) else {
+            rec.outcome = .skip("no free IOVA for \(formatSize(region.size))")
+            rec.cleanupOK = region.release()
+            return rec
+        }
+        rec.iova = iova
+        let t0 = monotonicNanos()
+        let result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
+        rec.mapNanos = monotonicNanos() - t0
+        rec.outcome = Outcome(result)
+        if case .success = result {
+            if let dma = session.dma, let scratch = session.scratch {
+                let check = DataCheck(dma: dma, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
+                let (checks, summary) = check.run(region: region, iova: iova, flags: planned.dmaFlags)
+                rec.checks += checks
+                rec.properties["data"] = summary
+            } else {
+                rec.properties["data"] = "not checkable: \(session.dmaUnavailable)"
+            }
+            let t1 = monotonicNanos()
+            let u = container.unmap(iova: iova, size: region.size)
+            rec.unmapNanos = monotonicNanos() - t1
+            switch u {
+            case .success(let n): rec.unmappedBytes = n
+            case .failure(let e): rec.checks.append(Check("unmap", false, "VFIO_IOMMU_UNMAP_DMA: \(e.symbol)"))
+            }
+        } else {
+            // A refused map must leave nothing behind: unmapping the range finds 0 bytes.
+            if case .success(let n) = container.unmap(iova: iova, size: region.size) {
+                rec.checks.append(Check("refused-map-left-nothing", n == 0, n == 0 ? "0 bytes to unmap" : "\(n) bytes were still mapped"))
+            }
+        }
+        rec.cleanupOK = region.release()
+        return rec
+    }
+
+    // MARK: argument edges
+
+    func anon(_ size: UInt64) -> MappedMemory? {
+        guard let m = try? MappedMemory.map(length: Int(size), prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS) else { return nil }
+        memset(m.base, 0x5a, m.length)
+        return m
+    }
+
+    /// Maps `m` at `iova` as setup for an edge; the setup must succeed for the edge to mean anything.
+    func setupMap(_ m: MappedMemory, _ iova: UInt64, _ rec: inout CaseRecord) -> Bool {
+        if case .failure(let e) = container.map(vaddr: m.address, iova: iova, size: UInt64(m.length), flags: .readWrite) {
+            rec.outcome = .skip("setup map failed: \(e.symbol)")
+            return false
+        }
+        return true
+    }
+
+    /// Unmaps a setup mapping and checks the byte count.
+    func teardownMap(_ iova: UInt64, _ size: UInt64, _ rec: inout CaseRecord, name: String = "setup-unmap") {
+        switch container.unmap(iova: iova, size: size) {
+        case .success(let n): rec.checks.append(Check(name, n == size, "unmapped \(n) of \(size) bytes"))
+        case .failure(let e): rec.checks.append(Check(name, false, "VFIO_IOMMU_UNMAP_DMA: \(e.symbol)"))
+        }
+    }
+
+    func runEdge() -> CaseRecord {
+        var rec = Self.record(planned, iova: 0, outcome: .ok)
+        let size = planned.size == 0 && planned.kind != .sizeZero ? UInt64(64 << 10) : planned.size
+        guard let m = anon(max(size, 64 << 10)), let iova = session.iova.allocate(max(size, 64 << 10)) else {
+            rec.outcome = .skip("cannot allocate memory or IOVA for the edge")
+            return rec
+        }
+        defer { m.unmap() }
+        rec.iova = iova
+        let flags = planned.dmaFlags
+        let timed = { (body: () -> Result<Void, Errno>) -> Outcome in
+            let t = monotonicNanos()
+            let r = body()
+            rec.mapNanos = monotonicNanos() - t
+            return Outcome(r)
+        }
+        // Cleans up if an edge the kernel should refuse was accepted anyway.
+        func unmapIfAccepted(_ at: UInt64, _ len: UInt64) {
+            if rec.outcome == .ok, case .success(let n) = container.unmap(iova: at, size: len) { rec.unmappedBytes = n }
+        }
+        switch planned.kind {
+        case .unalignedVaddr:
+            rec.size = size / 2
+            rec.outcome = timed { container.map(vaddr: m.address + 0x800, iova: iova, size: size / 2, flags: flags) }
+            unmapIfAccepted(iova, size / 2)
+        case .sizeZero:
+            rec.size = 0
+            rec.outcome = timed { container.map(vaddr: m.address, iova: iova, size: 0, flags: flags) }
+        case .flagsNone:
+            rec.flags = []
+            rec.outcome = timed { container.map(vaddr: m.address, iova: iova, size: size, flags: []) }
+            unmapIfAccepted(iova, size)
+        case .flagsUnknown:
+            rec.properties["raw_flags"] = "0x103"
+            rec.outcome = timed { container.map(vaddr: m.address, iova: iova, size: size, rawFlags: flags.rawValue | 0x100) }
+            unmapIfAccepted(iova, size)
+        case .iovaOverlap:
+            guard setupMap(m, iova, &rec), let m2 = anon(size) else { return rec }
+            defer { m2.unmap() }
+            rec.iova = iova + size / 2
+            rec.outcome = timed { container.map(vaddr: m2.address, iova: iova + size / 2, size: size, flags: flags) }
+            unmapIfAccepted(iova + size / 2, size)
+            teardownMap(iova, size, &rec, name: "first-mapping-unmap")
+        case .iovaOutOfRange:
+            guard let bad = session.iova.outside(size: size) else {
+                rec.outcome = .skip("VFIO_IOMMU_GET_INFO reported no IOVA gap to aim at")
+                return rec
+            }
+            rec.iova = bad
+            rec.properties["valid_ranges"] = session.info.iovaRanges.map { String(format: "0x%llx-0x%llx", $0.start, $0.end) }.joined(separator: ",")
+            rec.outcome = timed { container.map(vaddr: m.address, iova: bad, size: size, flags: flags) }
+            unmapIfAccepted(bad, size)
+        case .memlockLimit:
+            let limit: UInt64 = 1 << 20
+            rec.properties["rlimit_memlock"] = formatSize(limit)
+            let t = monotonicNanos()
+            let r = container.mapInLimitedChild(iova: iova, size: size, limit: limit)
+            rec.mapNanos = monotonicNanos() - t
+            switch r {
+            case .success(let n): rec.outcome = .ok; rec.unmappedBytes = n
+            case .failure(.map(let e)): rec.outcome = .errno(e.symbol)
+            case .failure(.setup(let e)): rec.outcome = .skip("could not set up the limited child: \(e.symbol)")
+            }
+        case .vaddrUpdate:
+            rec.properties["VFIO_UPDATE_VADDR"] = container.checkExtension(VFIO_UPDATE_VADDR) ? "yes" : "no"
+            guard setupMap(m, iova, &rec) else { return rec }
+            switch container.unmap(iova: iova, size: size, flags: .vaddr) {
+            case .success(let n):
+                rec.checks.append(Check("vaddr-invalidate", n == size, "UNMAP_FLAG_VADDR reported \(n) of \(size) bytes"))
+                rec.outcome = timed { container.map(vaddr: m.address, iova: iova, size: size, flags: .vaddr) }
+            case .failure(let e):
+                // The invalidate step is the one under test when the kernel refuses it.
+                rec.properties["step"] = "invalidate"
+                rec.outcome = .errno(e.symbol)
+            }
+            let t = monotonicNanos()
+            if case .success(let n) = container.unmap(iova: iova, size: size) { rec.unmappedBytes = n }
+            rec.unmapNanos = monotonicNanos() - t
+            if rec.outcome != .ok { rec.checks.append(Check("cleanup-unmap", rec.unmappedBytes == size, "unmapped \(rec.unmappedBytes ?? 0) of \(size)")) }
+        case .unmapSubrange:
+            guard setupMap(m, iova, &rec) else { return rec }
+            let half = size / 2
+            let t = monotonicNanos()
+            let r = container.unmap(iova: iova + half, size: half)
+            rec.unmapNanos = monotonicNanos() - t
+            var first: UInt64 = 0
+            switch r {
+            case .success(let n): rec.outcome = .ok; first = n; rec.unmappedBytes = n
+            case .failure(let e): rec.outcome = .errno(e.symbol)
+            }
+            rec.properties["subrange"] = "second half, \(formatSize(half))"
+            let rest: UInt64 = (try? container.unmap(iova: iova, size: size).get()) ?? 0
+            rec.checks.append(Check("all-bytes-accounted", first + rest == size,
+                                    "sub-range unmap \(first) + clean-up unmap \(rest) = \(first + rest) of \(size) bytes"))
+        case .unmapAll:
+            rec.properties["VFIO_UNMAP_ALL"] = container.checkExtension(VFIO_UNMAP_ALL) ? "yes" : "no"
+            guard setupMap(m, iova, &rec), let m2 = anon(size), let iova2 = session.iova.allocate(size) else { return rec }
+            defer { m2.unmap() }
+            guard setupMap(m2, iova2, &rec) else { teardownMap(iova, size, &rec); return rec }
+            rec.size = 2 * size
+            let t = monotonicNanos()
+            let r = container.unmap(iova: 0, size: 0, flags: .all)
+            rec.unmapNanos = monotonicNanos() - t
+            switch r {
+            case .success(let n):
+                rec.outcome = .ok
+                rec.unmappedBytes = n
+                // The scratch page is in the container too; UNMAP_ALL took it. Put it back.
+                session.remapScratch(&rec)
+            case .failure(let e):
+                rec.outcome = .errno(e.symbol)
+                teardownMap(iova, size, &rec)
+                teardownMap(iova2, size, &rec)
+            }
+        default:
+            rec.outcome = .skip("\(planned.kind.rawValue) is not an edge")
+        }
+        return rec
+    }
+}
+
+extension Session {
+    /// Restores the scratch mapping after UNMAP_ALL and discounts it from the reported bytes.
+    func remapScratch(_ rec: inout CaseRecord) {
+        guard let s = scratch else { return }
+        rec.unmappedBytes = rec.unmappedBytes.map { $0 >= UInt64(s.length) ? $0 - UInt64(s.length) : $0 }
+        rec.properties["scratch_page_included"] = "yes"
+        if case .failure(let e) = container.map(vaddr: s.address, iova: scratchIOVA, size: UInt64(s.length), flags: .readWrite) {
+            rec.checks.append(Check("scratch-remap", false, "re-mapping the scratch page failed: \(e.symbol)"))
+            dma = nil
+            dmaUnavailable = "scratch page lost after UNMAP_ALL"
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+
+/// Boots a kernel in QEMU (TCG, emulated Intel IOMMU, two edu devices), runs the exerciser
+/// inside, and judges the results on the host as they stream out of the second serial port.
+public struct VMHarness {
+    public struct Config {
+        public var kernel: String = "debian:6.1"
+        /// A user's own build instead of a Debian package: bzImage plus a modules root.
+        public var kernelImage: String?
+        public var modulesDir: String?
+        public var cacheDir: String
+        public var outDir: String
+        public var scriptsDir: String
+        public var configsDir: String
+        public var guestBinary: String
+        public var guestArgs: [String] = []
+        public var timeout: Double = 300
+        public var kvm = false
+        public var memory = "4G"
+        public var extraAppend: [String] = []
+        public var device = "0000:00:03.0"
+        public init(cacheDir: String, outDir: String, scriptsDir: String, configsDir: String, guestBinary: String) {
+            self.cacheDir = cacheDir
+            self.outDir = outDir
+            self.scriptsDir = scriptsDir
+            self.configsDir = configsDir
+            self.guestBinary = guestBinary
+        }
+    }
+
+    public var config: Config
+    public var progress: (String) -> Void
+
+    public init(config: Config, progress: @escaping (String) -> Void) {
+        self.config = config
+        self.progress = progress
+    }
+
+    public struct Outcome {
+        public var report: RunReport
+        public var bootSeconds: Double
+        public var consoleLog: String
+    }
+
+    /// Finds scripts/ next to the binary or in the working directory.
+    public static func locateScripts() -> String? {
+        var dirs = [FileManager.default.currentDirectoryPath]
+        var d = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<4 { dirs.append(d.path); d = d.deletingLastPathComponent() }
+        for dir in dirs where FileManager.default.isExecutableFile(atPath: dir + "/scripts/fetch-kernel.sh") {
+            return dir + "/scripts"
+        }
+        return nil
+    }
+
+    @discardableResult
+    static func sh(_ args: [String], stdout: URL? = nil, stderrTo: URL? = nil) throws -> (status: Int32, out: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        if let e = stderrTo {
+            FileManager.default.createFile(atPath: e.path, contents: nil)
+            p.standardError = try FileHandle(forWritingTo: e)
+        }
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func fail(_ step: String, _ log: URL) -> UsageError {
+        let tail = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? ""
+        return UsageError("\(step) failed: \(tail) (log: \(log.path))")
+    }
+
+    /// A kernel directory as fetch-kernel.sh lays it out: vmlinuz, kver, modules/.
+    func kernelDir() throws -> String {
+        let log = URL(fileURLWithPath: config.outDir + "/fetch-kernel.log")
+        if let image = config.kernelImage {
+            return try Self.localKernel(image: image, modules: config.modulesDir, cache: config.cacheDir)
+        }
+        progress("fetching kernel \(config.kernel)")
+        let r = try Self.sh([config.scriptsDir + "/fetch-kernel.sh", config.kernel, config.cacheDir + "/kernels"], stderrTo: log)
+        guard r.status == 0, let dir = r.out.split(separator: "\n").last.map(String.init), !dir.isEmpty else {
+            throw fail("fetching \(config.kernel)", log)
+        }
+        return dir
+    }
+
+    /// Lays out a user's bzImage and modules root (…/lib/modules/<release>) like a fetched kernel.
+    static func localKernel(image: String, modules: String?, cache: String) throws -> String {
+        guard FileManager.default.fileExists(atPath: image) else { throw UsageError("no kernel image \(image)") }
+        let dir = cache + "/kernels/local-" + String(UInt32(truncatingIfNeeded: image.hashValue), radix: 16)
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir + "/modules/lib/modules", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: image, toPath: dir + "/vmlinuz")
+        var release = "unknown"
+        if let m = modules {
+            let root = URL(fileURLWithPath: m).standardizedFileURL
+            // Accept either the root holding lib/modules/<rel> or lib/modules/<rel> itself.
+            let relDir = FileManager.default.fileExists(atPath: root.path + "/lib/modules")
+                ? (try FileManager.default.contentsOfDirectory(atPath: root.path + "/lib/modules")).sorted().first.map { root.path + "/lib/modules/" + $0 }
+                : root.path
+            guard let relDir else { throw UsageError("no lib/modules/<release> under \(m)") }
+            release = URL(fileURLWithPath: relDir).lastPathComponent
+            try FileManager.default.createSymbolicLink(atPath: dir + "/modules/lib/modules/" + release, withDestinationPath: relDir)
+        } else {
+            try FileManager.default.createDirectory(atPath: dir + "/modules/lib/modules/\(release)", withIntermediateDirectories: true)
+        }
+        try release.write(toFile: dir + "/kver", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    public func run() throws -> Outcome {
+        try FileManager.default.createDirectory(atPath: config.outDir, withIntermediateDirectories: true)
+        let out = URL(fileURLWithPath: config.outDir)
+        let kdir = try kernelDir()
+
+        progress("building initramfs")
+        let args = (["run", "--device", config.device, "--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
+                     "--format", "table", "--color", "never"] + config.guestArgs).joined(separator: "\n") + "\n"
+        try args.write(to: out.appendingPathComponent("guest-args"), atomically: true, encoding: .utf8)
+        let initrd = out.appendingPathComponent("initramfs.cpio").path
+        let buildLog = out.appendingPathComponent("initramfs.log")
+        let b = try Self.sh([config.scriptsDir + "/build-initramfs.sh", "--kernel-dir", kdir, "--out", initrd,
+                             "--binary", config.guestBinary,
+                             "--file", config.configsDir + "/matrix.yaml:/etc/vfio-exerciser/matrix.yaml",
+                             "--file", config.configsDir + "/expectations.yaml:/etc/vfio-exerciser/expectations.yaml",
+                             "--file", out.appendingPathComponent("guest-args").path + ":/etc/exerciser/args"], stderrTo: buildLog)
+        guard b.status == 0 else { throw fail("building the initramfs", buildLog) }
+
+        let console = out.appendingPathComponent("console.log")
+        let results = out.appendingPathComponent("results.jsonl")
+        for f in [console, results] { try? FileManager.default.removeItem(at: f) }
+        let append = (["console=ttyS0", "intel_iommu=on", "panic=-1", "hugepagesz=1G", "hugepages=1", "hugepagesz=2M", "hugepages=64", "secretmem.enable=1",
+                       "exerciser.timeout=\(Int(config.timeout))"] + config.extraAppend).joined(separator: " ")
+        var q = ["qemu-system-x86_64", "-accel", config.kvm ? "kvm" : "tcg", "-M", "q35,kernel-irqchip=split",
+                 "-cpu", config.kvm ? "host" : "max", "-m", config.memory, "-smp", "1",
+                 "-nodefaults", "-nographic", "-no-reboot",
+                 "-device", "intel-iommu,intremap=on",
+                 "-device", "edu,addr=03.0,dma_mask=0xffffffffffff",
+                 "-device", "edu,addr=04.0,dma_mask=0xffffffffffff",
+                 "-kernel", kdir + "/vmlinuz", "-initrd", initrd, "-append", append,
+                 "-serial", "file:" + console.path, "-serial", "file:" + results.path]
+        try (q.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ") + "\n")
+            .write(to: out.appendingPathComponent("qemu-command"), atomically: true, encoding: .utf8)
+
+        progress("booting \(config.kernel)")
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        qemu.arguments = q
+        let qlog = out.appendingPathComponent("qemu.log")
+        FileManager.default.createFile(atPath: qlog.path, contents: nil)
+        let qh = try FileHandle(forWritingTo: qlog)
+        qemu.standardOutput = qh
+        qemu.standardError = qh
+        qemu.standardInput = FileHandle.nullDevice
+        let start = Date()
+        try qemu.run()
+        var timedOut = false
+        var planned = 0
+        while qemu.isRunning {
+            Thread.sleep(forTimeInterval: 0.2)
+            let elapsed = Date().timeIntervalSince(start)
+            let s = StreamContents(text: (try? String(contentsOf: results, encoding: .utf8)) ?? "")
+            planned = s.header?.plan.count ?? planned
+            progress(s.header == nil ? String(format: "booting %@ (%.0f s)", config.kernel, elapsed)
+                     : String(format: "%@: case %d/%d (%.0f s)", config.kernel, s.records.count, planned, elapsed))
+            // Guest's own timeout first, then ours with a margin for boot.
+            if elapsed > config.timeout + 60 {
+                timedOut = true
+                qemu.terminate()
+                Thread.sleep(forTimeInterval: 2)
+                if qemu.isRunning { kill(qemu.processIdentifier, SIGKILL) }
+                break
+            }
+        }
+        qemu.waitUntilExit()
+        let elapsed = Date().timeIntervalSince(start)
+        try? qh.close()
+
+        let consoleText = (try? String(contentsOf: console, encoding: .utf8)) ?? ""
+        let stream = StreamContents(text: (try? String(contentsOf: results, encoding: .utf8)) ?? "")
+        var incidents = Self.consoleIncidents(consoleText)
+        if timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", elapsed)) }
+        if let rc = Self.guestExit(consoleText), rc >= 124 && rc <= 137 {
+            incidents.append("guest payload timed out or was killed (exit \(rc))")
+        }
+        if stream.exitCode == nil && incidents.isEmpty {
+            incidents.append("the guest run ended without its end marker (qemu exit \(qemu.terminationStatus))")
+        }
+        guard let header = stream.header else {
+            let setup = consoleText.split(separator: "\n").filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
+            throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(console.path))")
+        }
+        let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
+        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents, elapsed: elapsed)
+        return Outcome(report: report, bootSeconds: elapsed, consoleLog: console.path)
+    }
+
+    /// Run-level failures visible on the console: panics, oopses, BUG and WARN splats.
+    public static func consoleIncidents(_ text: String) -> [String] {
+        var out: [String] = []
+        for line in text.split(separator: "\n") {
+            let l = line.trimmingCharacters(in: .whitespaces)
+            for marker in ["Kernel panic", "BUG:", "Oops:", "WARNING:", "Bad page", "general protection fault"] where l.contains(marker) {
+                out.append("console: " + l.replacingOccurrences(of: "\r", with: ""))
+                break
+            }
+        }
+        return out
+    }
+
+    static func guestExit(_ text: String) -> Int? {
+        text.split(separator: "\n").compactMap { l -> Int? in
+            guard let r = l.range(of: "VFIO-EXERCISER-EXIT ") else { return nil }
+            return Int(l[r.upperBound...].prefix { $0.isNumber })
+        }.last
+    }
+}

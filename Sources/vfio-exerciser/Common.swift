@@ -1,0 +1,69 @@
+import ArgumentParser
+import Exerciser
+import Foundation
+
+extension ReportFormat: ExpressibleByArgument {}
+extension BackendKind: ExpressibleByArgument {}
+extension CaseKind: ExpressibleByArgument {}
+
+enum ColorMode: String, ExpressibleByArgument, CaseIterable {
+    case auto, always, never
+}
+
+/// Options shared by `run` and `vm`: what to run and how to report it.
+struct MatrixOptions: ParsableArguments {
+    @Option(name: .long, help: "Directory holding matrix.yaml and expectations.yaml.")
+    var configs: String?
+
+    @Option(name: .customLong("backend"), help: "Run only this backend (repeatable).")
+    var backends: [BackendKind] = []
+
+    @Option(name: .customLong("kind"), help: "Run only this case kind (repeatable; see `list`).")
+    var kinds: [CaseKind] = []
+
+    @Option(help: "Report format.")
+    var format: ReportFormat = .table
+
+    @Option(help: "Write the report here instead of standard output.")
+    var output: String?
+
+    @Option(help: "Colour in the table.")
+    var color: ColorMode = .auto
+
+    @Flag(help: "Skip the DMA data check through the device.")
+    var noDataCheck = false
+
+    func load() throws -> (dir: String, matrix: Matrix, expectations: Expectations) {
+        let dir = try ConfigLocator.find(configs)
+        return (dir, try Matrix.load(dir + "/matrix.yaml"), try Expectations.load(dir + "/expectations.yaml"))
+    }
+
+    func useColor(forFile: Bool) -> Bool {
+        switch color {
+        case .always: return true
+        case .never: return false
+        case .auto: return !forFile && isatty(1) != 0
+        }
+    }
+
+    func emit(_ report: RunReport) throws {
+        let text = Reporter.render(report, format: format, color: useColor(forFile: output != nil))
+        if let out = output {
+            do { try text.write(toFile: out, atomically: true, encoding: .utf8) } catch {
+                throw UsageError("cannot write \(out): \(error.localizedDescription)")
+            }
+        } else {
+            print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+        }
+    }
+}
+
+func progress(_ s: String) {
+    guard isatty(2) != 0 else { return }
+    FileHandle.standardError.write(Data("\r\u{1b}[K\(s)".utf8))
+}
+
+func progressDone() {
+    guard isatty(2) != 0 else { return }
+    FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+}

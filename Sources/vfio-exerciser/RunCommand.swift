@@ -1,0 +1,79 @@
+import ArgumentParser
+import Exerciser
+import Foundation
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the matrix against a device bound to vfio-pci on this machine.")
+
+    @Option(help: "PCI address of the device (e.g. 0000:00:03.0), bound to vfio-pci.")
+    var device: String
+
+    @OptionGroup var matrix: MatrixOptions
+
+    @Option(help: "Append one JSON line per finished case here (survives a crash).")
+    var stream: String?
+
+    @Option(help: "Directory on a writeback filesystem (ext2/ext4) for fs-file.")
+    var fsDir = "/mnt/fs"
+
+    @Option(help: "Directory on tmpfs for tmpfs-file.")
+    var tmpfsDir = "/dev/shm"
+
+    /// Test hook for the harness: "panic-after:N" or "hang-after:N" cases.
+    @Option(help: .hidden)
+    var inject: String?
+
+    func injectFault(after count: Int) {
+        guard let i = inject, let colon = i.firstIndex(of: ":"), let n = Int(i[i.index(after: colon)...]), n == count else { return }
+        switch i[..<colon] {
+        case "panic-after":
+            _ = try? "c".write(toFile: "/proc/sysrq-trigger", atomically: false, encoding: .utf8)
+        case "hang-after":
+            while true { pause() }
+        default:
+            break
+        }
+    }
+
+    func run() throws {
+        let (_, m, expectations) = try matrix.load()
+        var opts = RunOptions(device: device)
+        opts.fsDir = fsDir
+        opts.tmpfsDir = tmpfsDir
+        opts.dataCheck = !matrix.noDataCheck
+        let engine = try Engine(options: opts)
+        let plan = Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
+                                kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))
+        if plan.isEmpty { throw UsageError("the filters leave no case to run") }
+        let header = RunHeader(tool: toolVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
+        let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
+        writer?.emit(.header(header))
+        let judge = Judge(expectations: expectations)
+        let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
+        var records: [CaseRecord] = []
+        let start = Date()
+        try engine.run(plan) { rec in
+            records.append(rec)
+            writer?.emit(.record(rec))
+            let v = expectations.judge(rec, kernel: kernel)
+            progress("[\(records.count)/\(plan.count)] \(rec.id): \(rec.outcome) \(v.kind.rawValue.uppercased())")
+            injectFault(after: records.count)
+        }
+        progressDone()
+        let report = judge.report(header: header, records: records, elapsed: Date().timeIntervalSince(start))
+        writer?.emit(.end(exitCode: report.exitCode))
+        try matrix.emit(report)
+        throw ExitCode(report.exitCode)
+    }
+}
+
+enum PCIDeviceName {
+    static func describe(_ addr: String) -> String {
+        guard let d = PCIDevice.lookup(addr) else { return addr }
+        return "\(d.address) [\(d.vendor.dropFirst(2)):\(d.device.dropFirst(2))] group \(d.iommuGroup.map(String.init) ?? "?")"
+    }
+}
+
+import VFIO
+typealias PCIDevice = VFIO.PCIDevice

@@ -1,0 +1,453 @@
+import XCTest
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+@testable import Exerciser
+
+/// Reports built in code (no kernel) and read back with small parsers.
+final class ReportTests: XCTestCase {
+    static let hostile = "bad <&\"'> \u{01}ctl\u{1B}[31mesc\nnewline # hash"
+
+    static func rec(_ id: String, kind: String = "anon-private", backend: String = "type1", outcome: Outcome,
+                    map: UInt64? = 12_345, unmap: UInt64? = 6_789, unmapped: UInt64? = 65536,
+                    properties: [String: String] = [:], checks: [Check] = []) -> CaseRecord {
+        CaseRecord(id: id, backend: backend, kind: kind, phase: .device, size: 64 << 10, flags: ["read", "write"],
+                   iova: 0x10_0000, outcome: outcome, mapNanos: map, unmapNanos: unmap, unmappedBytes: unmapped,
+                   properties: properties, checks: checks)
+    }
+
+    /// pass, fail (wrong errno), skip, xfail, lost, and a fail with a hostile reason.
+    static func sample(incidents: [String] = ["guest kernel oops after case 4"]) -> RunReport {
+        let results: [CaseResult] = [
+            CaseResult(record: rec("type1/anon-private/device/rw", outcome: .ok, properties: ["huge_page": "no"]),
+                       verdict: Verdict(.pass, "ok", expected: "ok", decidedBy: "vfio_pin_pages_remote")),
+            CaseResult(record: rec("type1/hole/device/rw", kind: "hole", outcome: .errno("EINVAL"), map: 900, unmap: nil, unmapped: nil),
+                       verdict: Verdict(.fail, "got EINVAL, expected EFAULT", expected: "EFAULT", decidedBy: "vaddr_get_pfns")),
+            CaseResult(record: rec("type1v2/hugetlb-1G/device/rw", kind: "hugetlb-1G", backend: "type1v2",
+                                   outcome: .skip("no 1G pages"), map: nil, unmap: nil, unmapped: nil),
+                       verdict: Verdict(.skip, "no 1G pages")),
+            CaseResult(record: rec("type1/fs-file/device/rw", kind: "fs-file", outcome: .ok, properties: ["fs": "ext4", "a": "b"]),
+                       verdict: Verdict(.xfail, "known kernel bug reproduced (https://bugs.example/1)", expected: "ok",
+                                        decidedBy: "pin_user_pages", reference: "https://bugs.example/1")),
+            CaseResult(record: rec("type1/bar/device/rw", kind: "bar", outcome: .lost("guest panicked"), map: nil, unmap: nil, unmapped: nil),
+                       verdict: Verdict(.fail, "case did not finish: guest panicked")),
+            CaseResult(record: rec("type1/evil#name\nx", kind: "memfd", outcome: .errno("EFAULT"),
+                                   checks: [Check("readback", false, "byte 0 was 0xff")]),
+                       verdict: Verdict(.fail, hostile, expected: "EFAULT", decidedBy: "vfio_dma_do_map")),
+        ]
+        return RunReport(header: RunHeader(tool: "vfio-exerciser 0.1", kernelRelease: "6.12.57+deb13-amd64",
+                                           device: "0000:00:04.0", plan: results.map(\.record.id)),
+                         results: results, incidents: incidents, elapsedSeconds: 12.5)
+    }
+
+    // MARK: KTAP
+
+    struct KTAP {
+        var plan: Int
+        var results: [(ok: Bool, number: Int, name: String, directive: String?, reason: String?)] = []
+        var diagnostics: [String] = []
+        var totals: [String: Int] = [:]
+    }
+
+    /// A small KTAP v1 parser: strict about everything the reporter promises.
+    func parseKTAP(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws -> KTAP {
+        XCTAssertTrue(text.hasSuffix("\n"), "KTAP must end with a newline", file: file, line: line)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        XCTAssertEqual(lines.first, "KTAP version 1", file: file, line: line)
+        guard lines.count >= 2, lines[1].hasPrefix("1.."), let plan = Int(lines[1].dropFirst(3)) else {
+            XCTFail("second line must be the plan 1..N: \(lines.dropFirst().first ?? "")", file: file, line: line)
+            throw CocoaError(.coderReadCorrupt)
+        }
+        var k = KTAP(plan: plan)
+        for l in lines.dropFirst(2) {
+            XCTAssertFalse(l.contains("\u{1B}"), "no escape bytes in KTAP: \(l)", file: file, line: line)
+            if l.hasPrefix("# ") {
+                k.diagnostics.append(String(l.dropFirst(2)))
+                if l.hasPrefix("# Totals: ") {
+                    for kv in l.dropFirst("# Totals: ".count).split(separator: " ") {
+                        let p = kv.split(separator: ":")
+                        XCTAssertEqual(p.count, 2, "totals item \(kv)", file: file, line: line)
+                        k.totals[String(p[0])] = Int(p[1])
+                    }
+                }
+                continue
+            }
+            let ok: Bool
+            var rest: Substring
+            if l.hasPrefix("ok ") { ok = true; rest = l.dropFirst(3) }
+            else if l.hasPrefix("not ok ") { ok = false; rest = l.dropFirst(7) }
+            else { XCTFail("unexpected KTAP line: \(l)", file: file, line: line); continue }
+            let numText = rest.prefix(while: { $0.isNumber })
+            guard let n = Int(numText) else { XCTFail("no test number: \(l)", file: file, line: line); continue }
+            rest = rest.dropFirst(numText.count)
+            XCTAssertEqual(rest.first, " ", "number then a space: \(l)", file: file, line: line)
+            rest = rest.dropFirst()
+            var name = String(rest), directive: String?, reason: String?
+            if let hash = rest.firstIndex(of: "#") {
+                name = String(rest[..<hash]).trimmingCharacters(in: .whitespaces)
+                let d = rest[rest.index(after: hash)...].trimmingCharacters(in: .whitespaces)
+                let word = d.prefix(while: { !$0.isWhitespace })
+                directive = String(word)
+                reason = d.dropFirst(word.count).trimmingCharacters(in: .whitespaces)
+            }
+            k.results.append((ok, n, name, directive, reason))
+        }
+        return k
+    }
+
+    func testKTAPStructure() throws {
+        let report = Self.sample()
+        let text = Reporter.render(report, format: .ktap, color: true)
+        let k = try parseKTAP(text)
+
+        XCTAssertEqual(k.plan, report.results.count)
+        XCTAssertEqual(k.results.count, k.plan, "plan count equals number of result lines")
+        XCTAssertEqual(k.results.map(\.number), Array(1...report.results.count), "numbered 1..N in order")
+
+        // One result line per case, in order, with kselftest's ok/not ok and directives.
+        XCTAssertEqual(k.results.map(\.ok), [true, false, true, true, false, false])
+        XCTAssertEqual(k.results.map(\.directive), [nil, nil, "SKIP", "XFAIL", nil, nil])
+        XCTAssertEqual(k.results[0].name, "type1/anon-private/device/rw")
+        XCTAssertEqual(k.results[2].reason, "no 1G pages")
+        XCTAssertEqual(k.results[3].reason, "known kernel bug reproduced (https://bugs.example/1)")
+        XCTAssertTrue(text.contains("\nok 3 type1v2/hugetlb-1G/device/rw # SKIP no 1G pages\n"), text)
+        XCTAssertTrue(text.contains("\nok 4 type1/fs-file/device/rw # XFAIL known kernel bug"), text)
+        XCTAssertTrue(text.contains("\nnot ok 2 type1/hole/device/rw\n"), text)
+
+        // The hostile id is one line and has no '#', so it cannot turn into a directive.
+        let evil = k.results[5]
+        XCTAssertNil(evil.directive)
+        XCTAssertFalse(evil.name.contains("#"))
+        XCTAssertTrue(evil.name.hasPrefix("type1/evil"), evil.name)
+        XCTAssertTrue(evil.name.hasSuffix("x"), evil.name)
+
+        // Totals agree with the counts.
+        XCTAssertEqual(k.totals, ["pass": 1, "fail": 3, "xfail": 1, "xpass": 0, "skip": 1, "error": 0])
+        XCTAssertEqual(text.split(separator: "\n").last.map(String.init),
+                       "# Totals: pass:1 fail:3 xfail:1 xpass:0 skip:1 error:0")
+    }
+
+    func testKTAPDiagnosticsPrecedeTheirResult() throws {
+        let text = Reporter.render(Self.sample(), format: .ktap, color: false)
+        let lines = text.split(separator: "\n").map(String.init)
+        guard let r2 = lines.firstIndex(of: "not ok 2 type1/hole/device/rw"),
+              let r1 = lines.firstIndex(of: "ok 1 type1/anon-private/device/rw") else {
+            return XCTFail("result lines missing:\n\(text)")
+        }
+        let block = lines[(r1 + 1)..<r2]
+        XCTAssertTrue(block.allSatisfy { $0.hasPrefix("# ") }, "only diagnostics between results: \(block)")
+        XCTAssertTrue(block.contains("# outcome: EINVAL"), "\(block)")
+        XCTAssertTrue(block.contains("# expected: EFAULT"), "\(block)")
+        XCTAssertTrue(block.contains("# decided_by: vaddr_get_pfns"), "\(block)")
+        XCTAssertTrue(block.contains("# reason: got EINVAL, expected EFAULT"), "\(block)")
+
+        // Failed checks are reported in the block for the evil case, and the reason is one line.
+        guard let r6 = lines.firstIndex(where: { $0.hasPrefix("not ok 6 ") }) else { return XCTFail(text) }
+        let block6 = lines[..<r6].reversed().prefix(while: { $0.hasPrefix("# ") })
+        XCTAssertTrue(block6.contains("# failed check: readback: byte 0 was 0xff"), "\(block6)")
+        XCTAssertTrue(block6.contains { $0.hasPrefix("# reason: bad <&\"'>") }, "\(block6)")
+
+        // Incidents are diagnostics too, and every line is either the header, a plan, a result or "# ".
+        XCTAssertTrue(lines.contains("# incident: guest kernel oops after case 4"), text)
+        for l in lines.dropFirst(2) {
+            XCTAssertTrue(l.hasPrefix("# ") || l.hasPrefix("ok ") || l.hasPrefix("not ok "), "stray line: \(l)")
+        }
+        XCTAssertFalse(text.contains("\u{1B}"))
+        XCTAssertFalse(text.contains("\u{01}"))
+    }
+
+    func testKTAPEmptyAndNameSanitising() throws {
+        let empty = RunReport(header: RunHeader(tool: "t", kernelRelease: "6.1.0", device: "d", plan: []), results: [])
+        let k = try parseKTAP(Reporter.render(empty, format: .ktap, color: false))
+        XCTAssertEqual(k.plan, 0)
+        XCTAssertEqual(k.results.count, 0)
+        XCTAssertEqual(k.totals["pass"], 0)
+
+        XCTAssertEqual(KTAPReporter.name("a#b\nc", number: 1), "a_b c")
+        XCTAssertEqual(KTAPReporter.name("###", number: 7), "___")
+        XCTAssertEqual(KTAPReporter.name(" \n ", number: 7), "case_7")
+    }
+
+    // MARK: JUnit
+
+    final class JUnitCollector: NSObject, XMLParserDelegate {
+        struct Case { var classname = "", name = "", time = "", failure: [String: String]?, skipped: [String: String]?
+                      var systemOut = "", failureText = "" }
+        var suites: [[String: String]] = []
+        var suitesRoot: [String: String]?
+        var cases: [Case] = []
+        var properties: [String: String] = [:]
+        var element: [String] = []
+        var error: Error?
+
+        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+                    attributes: [String: String] = [:]) {
+            element.append(name)
+            switch name {
+            case "testsuites": suitesRoot = attributes
+            case "testsuite": suites.append(attributes)
+            case "property": properties[attributes["name"] ?? ""] = attributes["value"]
+            case "testcase": cases.append(Case(classname: attributes["classname"] ?? "", name: attributes["name"] ?? "",
+                                               time: attributes["time"] ?? ""))
+            case "failure": cases[cases.count - 1].failure = attributes
+            case "skipped": cases[cases.count - 1].skipped = attributes
+            default: break
+            }
+        }
+        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+            element.removeLast()
+        }
+        func parser(_ parser: XMLParser, foundCharacters string: String) {
+            if element.last == "system-out" { cases[cases.count - 1].systemOut += string }
+            if element.last == "failure" { cases[cases.count - 1].failureText += string }
+        }
+        func parser(_ parser: XMLParser, parseErrorOccurred parseError: Error) { error = parseError }
+    }
+
+    func parseJUnit(_ xml: String, file: StaticString = #filePath, line: UInt = #line) -> JUnitCollector {
+        let p = XMLParser(data: Data(xml.utf8))
+        let c = JUnitCollector()
+        p.delegate = c
+        let ok = p.parse()
+        XCTAssertTrue(ok, "XML must parse: \(String(describing: c.error ?? p.parserError))\n\(xml)", file: file, line: line)
+        return c
+    }
+
+    func testJUnitCountsNamesAndElements() {
+        let report = Self.sample()
+        let xml = Reporter.render(report, format: .junit, color: true)
+        XCTAssertTrue(xml.hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"))
+        let c = parseJUnit(xml)
+
+        XCTAssertEqual(c.suites.count, 1)
+        let s = c.suites.first ?? [:]
+        XCTAssertEqual(s["name"], "vfio-exerciser 6.12.57+deb13-amd64")
+        // 6 cases + the run-incidents case; 3 failing cases + incidents; skip + xfail are skipped.
+        XCTAssertEqual(s["tests"], "7")
+        XCTAssertEqual(s["failures"], "4")
+        XCTAssertEqual(s["skipped"], "2")
+        XCTAssertEqual(s["time"], "12.500000")
+        XCTAssertEqual(c.suitesRoot?["tests"], "7")
+        XCTAssertEqual(Int(s["tests"] ?? ""), c.cases.count, "tests attribute equals testcase elements")
+        XCTAssertEqual(Int(s["failures"] ?? ""), c.cases.filter { $0.failure != nil }.count)
+        XCTAssertEqual(Int(s["skipped"] ?? ""), c.cases.filter { $0.skipped != nil }.count)
+        XCTAssertEqual(c.properties["kernel"], "6.12.57+deb13-amd64")
+        XCTAssertEqual(c.properties["device"], "0000:00:04.0")
+
+        XCTAssertEqual(c.cases.map(\.name), report.results.map(\.record.id) + ["run-incidents"])
+        XCTAssertEqual(c.cases.map(\.classname), ["type1", "type1", "type1v2", "type1", "type1", "type1", "vfio-exerciser"])
+
+        // time = map + unmap in seconds.
+        XCTAssertEqual(c.cases[0].time, "0.000019")  // 12345 + 6789 ns = 19.134 µs
+        XCTAssertEqual(c.cases[1].time, "0.000001")  // 900 ns
+        XCTAssertEqual(c.cases[2].time, "0.000000")
+
+        XCTAssertNil(c.cases[0].failure); XCTAssertNil(c.cases[0].skipped)
+        XCTAssertEqual(c.cases[1].failure?["message"], "got EINVAL, expected EFAULT")
+        XCTAssertNil(c.cases[1].skipped)
+        XCTAssertEqual(c.cases[2].skipped?["message"], "no 1G pages")
+        XCTAssertNil(c.cases[2].failure)
+        let xf = c.cases[3].skipped?["message"] ?? ""
+        XCTAssertTrue(xf.contains("known kernel bug"), xf)
+        XCTAssertTrue(xf.contains("https://bugs.example/1"), xf)
+        XCTAssertNil(c.cases[3].failure)
+        XCTAssertEqual(c.cases[4].failure?["type"], "lost")
+        XCTAssertTrue(c.cases[6].failure?["message"]?.contains("guest kernel oops") == true)
+        XCTAssertTrue(c.cases[6].failureText.contains("guest kernel oops after case 4"))
+
+        let out = c.cases[1].systemOut
+        XCTAssertTrue(out.contains("outcome: EINVAL"), out)
+        XCTAssertTrue(out.contains("expected: EFAULT"), out)
+        XCTAssertTrue(out.contains("decided_by: vaddr_get_pfns"), out)
+        XCTAssertTrue(c.cases[3].systemOut.contains("property fs: ext4"), c.cases[3].systemOut)
+        XCTAssertFalse(xml.contains("\u{1B}"), "colour never applies to XML")
+    }
+
+    func testJUnitEscapesHostileStrings() {
+        let xml = Reporter.render(Self.sample(), format: .junit, color: false)
+        // Raw control characters are not allowed anywhere in XML 1.0.
+        XCTAssertFalse(xml.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "raw control char in XML")
+        let c = parseJUnit(xml)
+        guard c.cases.count == 7 else { return XCTFail("expected 7 testcases, got \(c.cases.count)") }
+        let evil = c.cases[5]
+        XCTAssertEqual(evil.name, "type1/evil#name\nx", "attribute newline survives as a character reference")
+        let msg = evil.failure?["message"] ?? ""
+        XCTAssertTrue(msg.hasPrefix("bad <&\"'> "), msg)
+        XCTAssertTrue(msg.contains("ctl"), msg)
+        XCTAssertTrue(msg.contains("\\x01"), "control char written visibly: \(msg)")
+        XCTAssertFalse(msg.contains("\u{01}"))
+        XCTAssertTrue(msg.contains("newline # hash"), msg)
+        XCTAssertTrue(evil.failureText.contains("bad <&\"'>"), evil.failureText)
+
+        // The escaping primitive itself.
+        XCTAssertEqual(JUnitReporter.escape("<&\"'>", attribute: true), "&lt;&amp;&quot;&apos;&gt;")
+        XCTAssertEqual(JUnitReporter.escape("a\tb\nc", attribute: true), "a&#9;b&#10;c")
+        XCTAssertEqual(JUnitReporter.escape("a\tb\nc", attribute: false), "a\tb\nc")
+        XCTAssertEqual(JUnitReporter.escape("x\u{00}y\u{1F}", attribute: false), "x\\x00y\\x1f")
+    }
+
+    func testJUnitWithoutIncidentsHasNoIncidentCase() {
+        let c = parseJUnit(Reporter.render(Self.sample(incidents: []), format: .junit, color: false))
+        XCTAssertEqual(c.cases.count, 6)
+        XCTAssertFalse(c.cases.contains { $0.name == "run-incidents" })
+        XCTAssertEqual(c.suites.first?["failures"], "3")
+    }
+
+    // MARK: JSON
+
+    func testJSONRoundTrip() throws {
+        for report in [Self.sample(), Self.sample(incidents: []),
+                       RunReport(header: RunHeader(tool: "t", kernelRelease: "k", device: "d", plan: []), results: [])] {
+            let text = Reporter.render(report, format: .json, color: true)
+            let back = try JSONDecoder().decode(RunReport.self, from: Data(text.utf8))
+            XCTAssertEqual(back, report)
+            XCTAssertEqual(try Reporter.decodeJSON(Data(text.utf8)), report)
+            XCTAssertFalse(text.contains("\u{1B}"))
+        }
+        let text = Reporter.render(Self.sample(), format: .json, color: false)
+        let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        XCTAssertEqual(obj?["schema"] as? Int, RunReport.schemaVersion)
+        // Pretty printed, keys sorted.
+        XCTAssertTrue(text.contains("\n  \"elapsedSeconds\""), text)
+        let top = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }.map { $0.split(separator: "\"")[1] }
+        XCTAssertEqual(top, ["elapsedSeconds", "header", "incidents", "results", "schema"])
+    }
+
+    func testDeterministic() {
+        let r = Self.sample()
+        for f in ReportFormat.allCases {
+            for color in [false, true] {
+                XCTAssertEqual(Reporter.render(r, format: f, color: color), Reporter.render(r, format: f, color: color), "\(f)")
+            }
+        }
+        XCTAssertEqual(Set(ReportFormat.allCases.map(\.rawValue)), ["table", "json", "ktap", "junit"])
+    }
+
+    // MARK: Table
+
+    static func stripANSI(_ s: String) -> String {
+        s.replacingOccurrences(of: "\u{1B}\\[[0-9;]*m", with: "", options: .regularExpression)
+    }
+
+    /// The block from the header row to the last data row.
+    func tableBlock(_ text: String) -> [String] {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let start = lines.firstIndex(where: { Self.stripANSI($0).hasPrefix("VERDICT") }) else {
+            XCTFail("no header row:\n\(text)")
+            return []
+        }
+        return Array(lines[start...].prefix(while: { !$0.isEmpty }))
+    }
+
+    /// Column ranges from the dashes row ("----  ---  ..."), in characters.
+    func columnRanges(_ dashes: String) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start: Int?
+        for (i, ch) in dashes.enumerated() {
+            if ch == "-" { if start == nil { start = i } }
+            else if let s = start { ranges.append(s..<i); start = nil }
+        }
+        if let s = start { ranges.append(s..<dashes.count) }
+        return ranges
+    }
+
+    func cells(_ line: String, _ ranges: [Range<Int>]) -> [String] {
+        let chars = Array(line)
+        return ranges.map { r in String(chars[r.clamped(to: 0..<chars.count)]).trimmingCharacters(in: .whitespaces) }
+    }
+
+    func checkAligned(_ text: String, color: Bool, file: StaticString = #filePath, line: UInt = #line) {
+        let block = tableBlock(text).map(Self.stripANSI)
+        let report = Self.sample()
+        XCTAssertEqual(block.count, 2 + report.results.count, "header, dashes, one row per case", file: file, line: line)
+        guard block.count >= 2 else { return }
+        let width = block[0].count
+        for l in block { XCTAssertEqual(l.count, width, "visible width of \"\(l)\"", file: file, line: line) }
+
+        let ranges = columnRanges(block[1])
+        XCTAssertEqual(ranges.count, 15, "15 columns", file: file, line: line)
+        // Between columns there is only blank space, in every row.
+        for l in block {
+            let chars = Array(l)
+            for (a, b) in zip(ranges, ranges.dropFirst()) {
+                XCTAssertTrue(chars[a.upperBound..<b.lowerBound].allSatisfy { $0 == " " }, "gap in \"\(l)\"", file: file, line: line)
+            }
+        }
+        let head = cells(block[0], ranges)
+        XCTAssertEqual(head, ["VERDICT", "ID", "BACKEND", "KIND", "PHASE", "SIZE", "FLAGS", "IOVA", "OUTCOME", "EXPECTED",
+                              "MAP µs", "UNMAP µs", "UNMAPPED", "PROPERTIES", "REASON"], file: file, line: line)
+        let rows = block.dropFirst(2).map { cells($0, ranges) }
+        XCTAssertEqual(rows.map { $0[0] }, ["PASS", "FAIL", "SKIP", "XFAIL", "FAIL", "FAIL"], file: file, line: line)
+        XCTAssertEqual(rows.map { $0[1] }.prefix(5), report.results.map(\.record.id).prefix(5), file: file, line: line)
+        guard rows.count == 6 else { return }
+        XCTAssertEqual(rows[0], ["PASS", "type1/anon-private/device/rw", "type1", "anon-private", "device", "64K", "rw",
+                                 "0x100000", "ok", "ok", "12.3", "6.8", "64K", "huge_page=no", "-"], file: file, line: line)
+        XCTAssertEqual(rows[1][8], "EINVAL", file: file, line: line)
+        XCTAssertEqual(rows[1][9], "EFAULT", file: file, line: line)
+        XCTAssertEqual(rows[1][11], "-", file: file, line: line)
+        XCTAssertEqual(rows[1][14], "got EINVAL, expected EFAULT", file: file, line: line)
+        XCTAssertEqual(rows[2][8], "skip", file: file, line: line)
+        XCTAssertEqual(rows[2][14], "no 1G pages", file: file, line: line)
+        XCTAssertEqual(rows[3][13], "a=b,fs=ext4", "properties sorted by key", file: file, line: line)
+        XCTAssertEqual(rows[4][8], "lost", file: file, line: line)
+        XCTAssertTrue(rows[5][1].hasPrefix("type1/evil#name x"), "newline in id flattened: \(rows[5][1])", file: file, line: line)
+        // Right-aligned numbers end at the column's right edge.
+        let chars = Array(block[2])
+        XCTAssertEqual(chars[ranges[10].upperBound - 1], "3", file: file, line: line)
+    }
+
+    func testTableAlignedWithoutColor() {
+        let text = Reporter.render(Self.sample(), format: .table, color: false)
+        XCTAssertFalse(text.utf8.contains(0x1B), "no ESC byte without colour (even from a hostile reason)")
+        checkAligned(text, color: false)
+        XCTAssertTrue(text.hasPrefix("kernel: 6.12.57+deb13-amd64\ndevice: 0000:00:04.0\ntool:   vfio-exerciser 0.1\n"), text)
+        XCTAssertTrue(text.contains("\n1 passed, 3 failed, 1 skipped, 1 xfail\n"), text)
+        XCTAssertTrue(text.contains("guest kernel oops after case 4"), text)
+        // The hostile ESC is shown, not sent.
+        XCTAssertTrue(text.contains("\\x1b[31mesc"), text)
+    }
+
+    func testTableAlignedWithColor() {
+        let plain = Reporter.render(Self.sample(), format: .table, color: false)
+        let colored = Reporter.render(Self.sample(), format: .table, color: true)
+        XCTAssertTrue(colored.utf8.contains(0x1B), "colour requested")
+        checkAligned(colored, color: true)
+        XCTAssertEqual(Self.stripANSI(colored), plain, "colour adds escapes and nothing else")
+        // Escapes only on the verdict column: every data row starts with one, nothing else has any.
+        let block = tableBlock(colored)
+        for row in block.dropFirst(2) {
+            XCTAssertTrue(row.hasPrefix("\u{1B}["), row)
+            let afterVerdict = row.drop(while: { $0 != " " })
+            XCTAssertFalse(afterVerdict.contains("\u{1B}"), "escape outside the verdict column: \(row)")
+        }
+        XCTAssertFalse(block[0].contains("\u{1B}"))
+        let rest = colored.split(separator: "\n").filter { !block.contains(String($0)) }
+        XCTAssertFalse(rest.contains { $0.contains("\u{1B}") }, "no colour outside the table")
+    }
+
+    func testTableLongReasonIsShortened() {
+        var r = Self.sample(incidents: [])
+        r.results[1].verdict.reason = String(repeating: "x", count: 500)
+        let text = Reporter.render(r, format: .table, color: false)
+        let row = tableBlock(text)[3]
+        XCTAssertLessThan(row.count, 400, "reason column is short")
+        XCTAssertTrue(row.hasSuffix("…") || row.contains("…"), row)
+        XCTAssertTrue(text.contains(String(repeating: "x", count: 500)), "full reason listed under Failures")
+    }
+
+    func testFormattingHelpers() {
+        XCTAssertEqual(ReportText.flags(["read", "write"]), "rw")
+        XCTAssertEqual(ReportText.flags(["read"]), "r")
+        XCTAssertEqual(ReportText.flags(["write"]), "w")
+        XCTAssertEqual(ReportText.flags([]), "-")
+        XCTAssertEqual(ReportText.micros(12_345), "12.3")
+        XCTAssertEqual(ReportText.micros(12_350), "12.4")
+        XCTAssertEqual(ReportText.micros(nil), "-")
+        XCTAssertEqual(ReportText.micros(.max).isEmpty, false)
+        XCTAssertEqual(ReportText.seconds(nanos: 1_500_000_000), "1.500000")
+        XCTAssertEqual(ReportText.seconds(nanos: 0), "0.000000")
+        XCTAssertNil(ReportText.seconds(.nan))
+        XCTAssertEqual(ReportText.hex(0xdead_b000), "0xdeadb000")
+    }
+}
