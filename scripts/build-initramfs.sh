@@ -37,7 +37,7 @@ kver=$(cat "$kdir/kver")
 kmods=$kdir/modules/lib/modules/$kver
 [[ -d $kmods ]] || die "no $kmods"
 
-need_pkgs cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils zstd:zstd ldd:libc-bin ldconfig:libc-bin
+need_pkgs cpio:cpio depmod:kmod modprobe:kmod ldd:libc-bin ldconfig:libc-bin
 
 # Static busybox (the dynamic one from package "busybox" would need libs).
 busybox=""
@@ -140,8 +140,8 @@ for path in "${!modfiles[@]}"; do
     rel=${path#"$kmods"/}
     rel=${rel#/}
     case $rel in
-    *.ko.xz) t=$mdst/${rel%.xz}; mkdir -p "$(dirname "$t")"; xz -dc "$path" >"$t" ;;
-    *.ko.zst) t=$mdst/${rel%.zst}; mkdir -p "$(dirname "$t")"; zstd -qdc "$path" >"$t" ;;
+    *.ko.xz) need_pkgs xz:xz-utils; t=$mdst/${rel%.xz}; mkdir -p "$(dirname "$t")"; xz -dc "$path" >"$t" ;;
+    *.ko.zst) need_pkgs zstd:zstd; t=$mdst/${rel%.zst}; mkdir -p "$(dirname "$t")"; zstd -qdc "$path" >"$t" ;;
     *.ko.gz) t=$mdst/${rel%.gz}; mkdir -p "$(dirname "$t")"; gzip -dc "$path" >"$t" ;;
     *.ko) t=$mdst/$rel; mkdir -p "$(dirname "$t")"; cp "$path" "$t" ;;
     *) die "unexpected module file $path" ;;

@@ -51,7 +51,6 @@ if [[ ${FETCH_KERNEL_REFRESH:-0} != 1 ]] && cached_dir; then
 fi
 
 # --- private apt configuration -------------------------------------------
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 apt=$cache/apt
 mkdir -p "$apt"/{etc/parts,etc/prefs,lists/partial,archives/partial}
 : >"$apt/status"
@@ -91,12 +90,12 @@ write_sources() { # FILE KEYRING SUITES...
 # debian-archive-keyring (verified with the old key) into the cache.
 has_trixie_key() {
     [[ -f $1 ]] || return 1
-    mkdir -p -m 700 "$apt/gnupg"
+    mkdir -p "$apt/gnupg" && chmod 700 "$apt/gnupg"
     GNUPGHOME=$apt/gnupg gpg --batch --show-keys "$1" 2>/dev/null | grep -q '(13/trixie)'
 }
 need_pkgs gpg:gpg
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[[ -f $keyring ]] || need_pkgs $keyring:debian-archive-keyring
+keyring=${FETCH_KERNEL_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg} # override: tests only
+[[ -f $keyring ]] || need_pkgs "$keyring:debian-archive-keyring"
 if ! has_trixie_key "$keyring"; then
     kr=$apt/keyring/usr/share/keyrings/debian-archive-keyring.gpg
     if ! has_trixie_key "$kr"; then
@@ -104,7 +103,8 @@ if ! has_trixie_key "$keyring"; then
         write_sources "$apt/bootstrap.sources" "$keyring" bookworm bookworm-updates
         write_conf "$apt/bootstrap.sources" "$apt/bootstrap.conf"
         mkdir -p "$apt/keyring"
-        (export APT_CONFIG=$apt/bootstrap.conf && apt-get -q update >&2 &&
+        # shellcheck disable=SC2030 # the subshell's APT_CONFIG is meant to be local
+        (APT_CONFIG=$apt/bootstrap.conf && export APT_CONFIG && apt-get -q update >&2 &&
             cd "$apt/keyring" && apt-get -q download debian-archive-keyring >&2 &&
             dpkg -x debian-archive-keyring_*.deb .) || die "cannot fetch debian-archive-keyring"
     fi
@@ -114,6 +114,7 @@ fi
 
 write_sources "$apt/debian.sources" "$keyring" bookworm trixie trixie-backports
 write_conf "$apt/debian.sources" "$apt/apt.conf"
+# shellcheck disable=SC2031
 export APT_CONFIG=$apt/apt.conf
 papt() { apt-get -q "$@"; }
 
@@ -222,10 +223,8 @@ mkdir -p "$final/modules/lib/modules"
 cp "$vmlinuz" "$final/vmlinuz"
 cp "$config" "$final/config"
 mv "$moddir" "$final/modules/lib/modules/$kver"
-# Keep System.map if shipped (depmod -E/-F like it; not required).
-for f in "$r/boot/System.map-$kver" "$r/usr/lib/modules/$kver/System.map"; do
-    [[ -f $f ]] && { cp "$f" "$final/System.map"; break; }
-done
+# Newer split packages keep vmlinuz/System.map inside the modules dir.
+rm -f "$final/modules/lib/modules/$kver/vmlinuz" "$final/modules/lib/modules/$kver/System.map"
 depmod -b "$final/modules" "$kver" || die "depmod -b modules $kver failed"
 echo "$kver" >"$final/kver"
 printf '%s\n' "${pkgs[@]}" >"$final/packages"

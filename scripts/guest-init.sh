@@ -13,7 +13,7 @@
 #   VFIO-EXERCISER-SETUP ok | VFIO-EXERCISER-SETUP failed <step>...
 #   VFIO-EXERCISER-EXIT <rc>                      also written to /dev/ttyS1
 # Kernel command line knobs (optional):
-#   exerciser.timeout=SECONDS   kill the payload after that long (rc 124+)
+#   exerciser.timeout=SECONDS   SIGTERM the payload after that long (rc 143)
 #   exerciser.shell=1           debug shell instead of the payload
 #
 # PID 1 must never exit (the kernel panics) and nothing here may block for
@@ -89,7 +89,7 @@ load vfio_pci
 n_edu=0
 for d in /sys/bus/pci/devices/*; do
     [ -f "$d/vendor" ] || continue
-    [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] || continue
+    case "$(cat "$d/vendor"):$(cat "$d/device")" in 0x1234:0x11e8) ;; *) continue ;; esac
     bdf=${d##*/}
     n_edu=$((n_edu + 1))
     echo vfio-pci >"$d/driver_override" || err "bind-$bdf" "cannot write driver_override"

@@ -99,7 +99,7 @@ func loadYAML(_ path: String) throws(ConfigError) -> Node {
     } catch let e as ConfigError {
         throw e
     } catch {
-        let msg = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
+        let msg = "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "\(error)"
         throw ConfigError("\(path): not valid YAML: \(msg)")
     }
 }

@@ -37,7 +37,7 @@ public enum Planner {
         let path = "\(PCIDevice.sysfs)/\(PCIDevice.normalise(pciAddress))/resource"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
         var out: [String] = []
-        for (i, line) in text.split(separator: "\n").prefix(6).enumerated() {
+        for (i, line) in text.split(whereSeparator: \.isNewline).prefix(6).enumerated() {
             let f = line.split(separator: " ").compactMap { UInt64($0.dropFirst(2), radix: 16) }
             guard f.count == 3 else { continue }
             let (start, end, flags) = (f[0], f[1], f[2])

@@ -71,7 +71,7 @@ public struct VMHarness {
     }
 
     func fail(_ step: String, _ log: URL) -> UsageError {
-        let tail = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? ""
+        let tail = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(whereSeparator: \.isNewline).last.map(String.init) ?? ""
         return UsageError("\(step) failed: \(tail) (log: \(log.path))")
     }
 
@@ -83,7 +83,7 @@ public struct VMHarness {
         }
         progress("fetching kernel \(config.kernel)")
         let r = try Self.sh([config.scriptsDir + "/fetch-kernel.sh", config.kernel, config.cacheDir + "/kernels"], stderrTo: log)
-        guard r.status == 0, let dir = r.out.split(separator: "\n").last.map(String.init), !dir.isEmpty else {
+        guard r.status == 0, let dir = r.out.split(whereSeparator: \.isNewline).last.map(String.init), !dir.isEmpty else {
             throw fail("fetching \(config.kernel)", log)
         }
         return dir
@@ -185,14 +185,15 @@ public struct VMHarness {
         let stream = StreamContents(text: (try? String(contentsOf: results, encoding: .utf8)) ?? "")
         var incidents = Self.consoleIncidents(consoleText)
         if timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", elapsed)) }
-        if let rc = Self.guestExit(consoleText), rc >= 124 && rc <= 137 {
-            incidents.append("guest payload timed out or was killed (exit \(rc))")
+        if let rc = Self.guestExit(consoleText), rc >= 124 {
+            // timeout(1) gives 124, or 128+signal when the payload died of one (143: the TERM it sent).
+            incidents.append("guest payload timed out or was killed (exit \(rc)\(rc > 128 ? ", signal \(rc - 128)" : ""))")
         }
         if stream.exitCode == nil && incidents.isEmpty {
             incidents.append("the guest run ended without its end marker (qemu exit \(qemu.terminationStatus))")
         }
         guard let header = stream.header else {
-            let setup = consoleText.split(separator: "\n").filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
+            let setup = consoleText.split(whereSeparator: \.isNewline).filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
             throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(console.path))")
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
@@ -203,7 +204,7 @@ public struct VMHarness {
     /// Run-level failures visible on the console: panics, oopses, BUG and WARN splats.
     public static func consoleIncidents(_ text: String) -> [String] {
         var out: [String] = []
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             let l = line.trimmingCharacters(in: .whitespaces)
             for marker in ["Kernel panic", "BUG:", "Oops:", "WARNING:", "Bad page", "general protection fault"] where l.contains(marker) {
                 out.append("console: " + l.replacingOccurrences(of: "\r", with: ""))
@@ -214,7 +215,7 @@ public struct VMHarness {
     }
 
     static func guestExit(_ text: String) -> Int? {
-        text.split(separator: "\n").compactMap { l -> Int? in
+        text.split(whereSeparator: \.isNewline).compactMap { l -> Int? in
             guard let r = l.range(of: "VFIO-EXERCISER-EXIT ") else { return nil }
             return Int(l[r.upperBound...].prefix { $0.isNumber })
         }.last

@@ -24,8 +24,12 @@ struct VM: ParsableCommand {
 
     @OptionGroup var matrix: MatrixOptions
 
-    @Option(help: "Where kernels are downloaded and kept.")
-    var cache = "cache"
+    @Option(help: "Where kernels are downloaded and kept (default: $XDG_CACHE_HOME or ~/.cache, /vfio-exerciser).")
+    var cache: String = {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? "/root") + "/.cache")
+        return base + "/vfio-exerciser"
+    }()
 
     @Option(help: "Where reports, console log and initramfs go (one subdirectory per kernel).")
     var out = "out"
@@ -43,8 +47,8 @@ struct VM: ParsableCommand {
     var inject: String?
 
     func run() throws {
-        guard getuid() == 0 || FileManager.default.isWritableFile(atPath: cache) else {
-            throw UsageError("vm needs root (it may install packages) or a writable --cache")
+        do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
+            throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
         }
         let (dir, _, _) = try matrix.load()
         guard let scripts = VMHarness.locateScripts() else {

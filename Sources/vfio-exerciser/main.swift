@@ -33,6 +33,6 @@ do {
         exit(0)
     }
     // Argument errors: the parser's first line, then the usage hint.
-    let first = message.split(separator: "\n").first.map(String.init) ?? message
+    let first = message.split(whereSeparator: \.isNewline).first.map(String.init) ?? message
     fail(first.replacingOccurrences(of: "Error: ", with: "") + " (see --help)")
 }

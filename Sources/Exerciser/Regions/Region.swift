@@ -101,7 +101,7 @@ enum Mem {
         guard let text = readProcFile("/proc/self/smaps") else { return [:] }
         var inside = false
         var out: [String: String] = [:]
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             if let dash = line.firstIndex(of: "-"), line.first?.isHexDigit == true,
                let sp = line.firstIndex(of: " "), dash < sp {
                 if inside { break }

@@ -1,0 +1,57 @@
+#!/bin/bash
+# Tests of the VM harness itself, against a real guest (debian:6.1): a wrong expectation, a
+# hung guest and a panicking guest must each give a failing verdict while every case that
+# finished before is still reported. Needs a release build (scripts/setup.sh).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin=.build/release/vfio-exerciser
+out=out/harness-test
+rm -rf "$out"
+mkdir -p "$out"
+passed=0 failed=0
+check() { # description, then a command that must succeed
+    local d=$1
+    shift
+    if "$@"; then echo "  ok   $d"; passed=$((passed + 1)); else echo "  FAIL $d"; failed=$((failed + 1)); fi
+}
+jqe() { jq -e "$@" >/dev/null; }
+report() { echo "$out/$1/debian-6.1/report.json"; }
+verdict() { jq -r --arg id "$2" '.results[] | select(.record.id == $id) | .verdict.kind' "$(report "$1")"; }
+
+vm() { # name, then vm arguments; sets $rc
+    local name=$1
+    shift
+    rc=0
+    $bin vm --kernel debian:6.1 --out "$out/$name" --backend type1v2 --format ktap "$@" >"$out/$name.ktap" 2>"$out/$name.err" || rc=$?
+}
+
+echo "== a wrong expectation fails its case and only its case"
+cfg=$out/configs
+mkdir -p "$cfg"
+cp configs/matrix.yaml "$cfg/"
+# anon-private really maps (ok); claim EFAULT.
+awk '/kind: \[anon-private, anon-shared/ { print "  - kind: anon-private\n    outcome: EFAULT\n    decided_by: \"deliberately wrong\""; sub(/anon-private, /, "") } { print }' \
+    configs/expectations.yaml >"$cfg/expectations.yaml"
+vm wrong --configs "$cfg" --kind anon-private --kind hole
+check "exit code is 1" test "$rc" -eq 1
+check "anon-private fails" test "$(verdict wrong type1v2/anon-private)" = fail
+check "the reason names both outcomes" grep -q "got ok, expected EFAULT" "$(report wrong)"
+check "hole still passes" test "$(verdict wrong type1v2/hole)" = pass
+check "KTAP says not ok for it" grep -q "^not ok .* type1v2/anon-private" "$out/wrong.ktap"
+
+echo "== a hung guest is killed and the finished cases are kept"
+vm hang --kind anon-private --kind hole --kind prot-none --inject hang-after:1 --timeout 20
+check "exit code is 1" test "$rc" -eq 1
+check "the finished case kept its pass" test "$(verdict hang type1v2/anon-private)" = pass
+check "the unfinished cases fail as lost" test "$(jq '[.results[] | select(.record.outcome | startswith("lost"))] | length' "$(report hang)")" -eq 2
+check "a timeout incident is reported" jqe '.incidents | map(test("timed out|timeout")) | any' "$(report hang)"
+
+echo "== a kernel panic is reported with the finished cases"
+vm panic --kind anon-private --kind hole --kind prot-none --inject panic-after:2
+check "exit code is 1" test "$rc" -eq 1
+check "both finished cases kept" test "$(jq '[.results[] | select(.verdict.kind == "pass")] | length' "$(report panic)")" -eq 2
+check "the panic is an incident" jqe '.incidents | map(test("Kernel panic")) | any' "$(report panic)"
+check "the case after the panic is lost" test "$(jq -r '.results[] | select(.record.id == "type1v2/hole") | .record.outcome' "$(report panic)" | cut -c1-5)" = "lost:"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
