@@ -205,7 +205,7 @@ public struct KnownBug: Sendable, Equatable {
     public var fixedOutcome: String?
 }
 
-public enum UnmappedExpectation: Sendable, Equatable {
+public enum ByteExpectation: Sendable, Equatable {
     case mappedSize
     case bytes(UInt64)
 }
@@ -220,7 +220,9 @@ public struct Expectation: Sendable, Equatable {
     public var kernel: KernelRange
     public var outcome: String
     public var decidedBy: String
-    public var unmapped: UnmappedExpectation?
+    public var unmapped: ByteExpectation?
+    /// Bytes the map must charge to the process's locked/pinned memory.
+    public var accounted: ByteExpectation?
     public var knownBug: KnownBug?
 
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
@@ -275,12 +277,14 @@ public struct Expectations: Sendable, Equatable {
             guard let decided = try e.string("decided_by"), !decided.isEmpty else {
                 throw ConfigError("\(loc): an expectation needs \"decided_by\" (the kernel function that decides it)")
             }
-            var unmapped: UnmappedExpectation?
-            if let u = try e.string("unmapped") {
-                if u == "size" { unmapped = .mappedSize }
-                else if let n = parseSize(u) { unmapped = .bytes(n) }
-                else { throw ConfigError("\(loc): unmapped \"\(u)\" must be \"size\" or a byte count") }
+            func bytes(_ key: String) throws(ConfigError) -> ByteExpectation? {
+                guard let u = try e.string(key) else { return nil }
+                if u == "size" { return .mappedSize }
+                if let n = parseSize(u) { return .bytes(n) }
+                throw ConfigError("\(loc): \(key) \"\(u)\" must be \"size\" or a byte count such as 64K")
             }
+            let unmapped = try bytes("unmapped")
+            let accounted = try bytes("accounted")
             var bug: KnownBug?
             if let bn = e.node("known_bug") {
                 var b = try Fields(bn, file, what: "known_bug")
@@ -290,9 +294,9 @@ public struct Expectations: Sendable, Equatable {
                 try b.finish(allowed: ["reference", "fixed_outcome"])
                 bug = KnownBug(reference: ref, fixedOutcome: fixed)
             }
-            try e.finish(allowed: ["kind", "backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "known_bug"])
+            try e.finish(allowed: ["kind", "backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "known_bug"])
             rows.append(Expectation(line: loc, kinds: kinds, backends: backends, phases: phases, flags: flags, kernel: kernel,
-                                    outcome: outcome, decidedBy: decided, unmapped: unmapped, knownBug: bug))
+                                    outcome: outcome, decidedBy: decided, unmapped: unmapped, accounted: accounted, knownBug: bug))
         }
         try f.finish(allowed: ["schema", "expectations"])
         return Expectations(rows: rows)
@@ -319,11 +323,14 @@ public struct Expectations: Sendable, Equatable {
             }
         }
         for c in r.checks where !c.passed { problems.append("\(c.name): \(c.detail)") }
-        if got == "ok", let u = row.unmapped {
-            let want: UInt64 = { if case .bytes(let n) = u { return n } else { return r.size } }()
-            if r.unmappedBytes != want {
-                problems.append("unmap reported \(r.unmappedBytes.map(String.init) ?? "nothing"), expected \(want)")
-            }
+        func want(_ b: ByteExpectation) -> UInt64 { if case .bytes(let n) = b { return n } else { return r.size } }
+        // An accepted map must unmap exactly what it mapped unless the row says otherwise.
+        let u = row.unmapped ?? .mappedSize
+        if got == "ok", r.unmappedBytes != want(u) {
+            problems.append("unmap reported \(r.unmappedBytes.map(String.init) ?? "nothing"), expected \(want(u))")
+        }
+        if got == "ok", let a = row.accounted, r.accountedBytes != Int64(want(a)) {
+            problems.append("map charged \(r.accountedBytes.map(String.init) ?? "nothing") bytes of locked memory, expected \(want(a))")
         }
         if !r.cleanupOK { problems.append("clean-up failed") }
         if !problems.isEmpty {

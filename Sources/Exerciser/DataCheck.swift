@@ -1,79 +1,131 @@
 import Foundation
 import VFIO
 
-/// Proves a mapping moves the right bytes: the device reads the region's first page through
-/// its IOVA into its buffer and writes that out to a scratch page at its own IOVA; for
-/// writable mappings the device then writes a pattern into the region's last page.
+/// Proves a mapping moves the right bytes through the device, on its first, middle and last
+/// page. Each device transfer reads one IOVA into the device's buffer or writes the buffer to
+/// one IOVA; a read is observed by writing the buffer out again, so transfers come in pairs:
+///  - read+write mappings: a ring. The CPU writes a pattern into page k, the device copies it
+///    to page k+1 (mod n) and the CPU finds it there: read of k and write of k+1 in one pair.
+///  - read-only mappings (or CPU-read-only memory): page k → buffer → scratch page.
+///  - write-only mappings: scratch → buffer once, then buffer → each page.
+/// Memory the CPU must not disturb (the zero page behind untouched anon) is read first.
 struct DataCheck {
     let dma: DMADriver
     let scratch: MappedMemory
     let scratchIOVA: UInt64
     let seed: UInt8
+    /// Test hook: send every region access to this IOVA instead (a deliberately wrong address).
+    var wrongIOVA: UInt64? = nil
 
-    func pattern(_ count: Int, _ salt: UInt8) -> [UInt8] {
-        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed) &+ Int(salt) &* 13) }
+    struct Failure: Error { var detail: String }
+
+    func pattern(_ count: Int, _ salt: Int) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed) &+ salt &* 13 &+ 1) }
     }
 
-    static func compare(_ p: UnsafeRawPointer, _ want: [UInt8]) -> Int? {
-        for i in 0..<want.count where p.load(fromByteOffset: i, as: UInt8.self) != want[i] { return i }
+    static func mismatch(_ p: UnsafeRawPointer, _ want: [UInt8]) -> String? {
+        for i in 0..<want.count where p.load(fromByteOffset: i, as: UInt8.self) != want[i] {
+            return String(format: "byte %d is 0x%02x, expected 0x%02x", i, p.load(fromByteOffset: i, as: UInt8.self), want[i])
+        }
         return nil
     }
 
-    func run(region: Region, iova: UInt64, flags: DMAFlags) -> (checks: [Check], summary: String) {
-        let page = min(dma.bufferSize, PageSize.base, Int(region.size))
-        let lastOffset = Int(region.size) - max(page, PageSize.base)
-        var checks: [Check] = []
-        let canRead: Bool
-        var expected: [UInt8]
+    /// Page offsets to check: first, middle, last (fewer for small or prefix-only regions).
+    static func pages(size: UInt64, page: Int) -> [Int] {
+        let n = Int(size) / page
+        guard n > 0 else { return [] }
+        var out: [Int] = []
+        for p in [0, n / 2, n - 1] where !out.contains(p * page) { out.append(p * page) }
+        return out
+    }
+
+    func iova(_ base: UInt64, _ off: Int) -> UInt64 { wrongIOVA ?? base + UInt64(off) }
+
+    func run(region: Region, iova base: UInt64, flags: DMAFlags) -> (checks: [Check], summary: String) {
+        let len = min(dma.bufferSize, PageSize.base)
+        var span = region.size
+        let cpuWritable: Bool
         switch region.access {
-        case .none(let why):
-            return ([], "not checkable: \(why)")
-        case .readWrite:
-            canRead = true
-            if let fill = region.initialFill {
-                // Leave the page as the kernel pinned it (e.g. the zero page): it must read as `fill`.
-                expected = [UInt8](repeating: fill, count: page)
-            } else {
-                expected = pattern(page, 1)
-                expected.withUnsafeBytes { region.pointer.copyMemory(from: $0.baseAddress!, byteCount: page) }
-            }
-        case .readOnly:
-            canRead = true
-            expected = [UInt8](repeating: region.initialFill ?? 0, count: page)
-        case .prefixOnly(let n):
-            canRead = n >= UInt64(page)
-            expected = pattern(page, 1)
-            if canRead { expected.withUnsafeBytes { region.pointer.copyMemory(from: $0.baseAddress!, byteCount: page) } }
+        case .none(let why): return ([], "not checkable: \(why)")
+        case .readWrite: cpuWritable = true
+        case .readOnly: cpuWritable = false
+        case .prefixOnly(let n): span = n; cpuWritable = true
         }
-        do {
-            if flags.contains(.read) && canRead {
-                memset(scratch.base, 0, page)
-                try dma.read(from: iova, count: page)
-                try dma.write(to: scratchIOVA, count: page)
-                let bad = Self.compare(scratch.base, expected)
-                checks.append(Check("data-read", bad == nil, bad.map {
-                    String(format: "first page via IOVA 0x%llx: byte %d is 0x%02x, expected 0x%02x", iova, $0,
-                           scratch.base.load(fromByteOffset: $0, as: UInt8.self), expected[$0])
-                } ?? "first page via IOVA 0x\(String(iova, radix: 16)): \(page) bytes match"))
+        let offs = Self.pages(size: span, page: PageSize.base)
+        guard !offs.isEmpty else { return ([], "not checkable: no whole page") }
+        let at = { (off: Int) in region.pointer + off }
+        var checks: [Check] = []
+        func record(_ name: String, _ body: () throws -> String) {
+            do {
+                checks.append(Check(name, true, try body()))
+            } catch let f as Failure {
+                checks.append(Check(name, false, f.detail))
+            } catch {
+                checks.append(Check(name, false, "\(error)"))
             }
-            if flags.contains(.write) && region.access == .readWrite {
-                let want = pattern(page, 2)
-                want.withUnsafeBytes { scratch.base.copyMemory(from: $0.baseAddress!, byteCount: page) }
-                let target = region.pointer + lastOffset
-                memset(target, Int32(~want[0]), page)
-                try dma.read(from: scratchIOVA, count: page)
-                try dma.write(to: iova + UInt64(lastOffset), count: page)
-                let bad = Self.compare(UnsafeRawPointer(target), want)
-                checks.append(Check("data-write", bad == nil, bad.map {
-                    String(format: "last page via IOVA 0x%llx: byte %d is 0x%02x, expected 0x%02x", iova + UInt64(lastOffset), $0,
-                           target.load(fromByteOffset: $0, as: UInt8.self), want[$0])
-                } ?? "last page via IOVA 0x\(String(iova + UInt64(lastOffset), radix: 16)): \(page) bytes landed"))
-            }
-        } catch {
-            checks.append(Check("dma", false, "\(error)"))
         }
-        if checks.isEmpty { return ([], "not checkable: no readable page for the device") }
-        let ok = checks.allSatisfy(\.passed)
-        return (checks, ok ? "ok (\(checks.map(\.name).joined(separator: ", ")))" : "mismatch")
+        let where_ = offs.map { String(format: "0x%llx", iova(base, $0)) }.joined(separator: ",")
+        // Reads observed through the scratch page; `expect(off)` is what page `off` holds.
+        func readViaScratch(_ list: [Int], expect: (Int) -> [UInt8]) throws {
+            for off in list {
+                let want = expect(off)
+                memset(scratch.base, Int32(~want[0]), len)
+                try dma.read(from: iova(base, off), count: len)
+                try dma.write(to: scratchIOVA, count: len)
+                if let m = Self.mismatch(scratch.base, want) {
+                    throw Failure(detail: "page +0x\(String(off, radix: 16)) read via IOVA 0x\(String(iova(base, off), radix: 16)): \(m)")
+                }
+            }
+        }
+        var ringStart = offs
+        if flags.contains(.read), let fill = region.initialFill {
+            // Read what the kernel pinned before the CPU writes anything there.
+            let untouched = cpuWritable && flags.contains(.write) ? [offs[0]] : offs
+            record("data-read") {
+                try readViaScratch(untouched) { _ in [UInt8](repeating: fill, count: len) }
+                return "\(untouched.count) page(s) read as 0x\(String(fill, radix: 16)) via \(where_)"
+            }
+            if !(cpuWritable && flags.contains(.write)) { ringStart = [] }
+        } else if flags.contains(.read) && !(cpuWritable && flags.contains(.write)) {
+            record("data-read") {
+                try readViaScratch(offs) { off in
+                    let p = pattern(len, off / PageSize.base)
+                    p.withUnsafeBytes { at(off).copyMemory(from: $0.baseAddress!, byteCount: len) }
+                    return p
+                }
+                return "\(offs.count) page(s) read via \(where_)"
+            }
+            ringStart = []
+        }
+        if flags.contains(.read) && flags.contains(.write) && cpuWritable && !ringStart.isEmpty {
+            record("data-ring") {
+                for (k, off) in offs.enumerated() {
+                    let next = offs[(k + 1) % offs.count]
+                    let p = pattern(len, 100 + k)
+                    p.withUnsafeBytes { at(off).copyMemory(from: $0.baseAddress!, byteCount: len) }
+                    if next != off { memset(at(next), Int32(~p[0]), len) }
+                    try dma.read(from: iova(base, off), count: len)
+                    try dma.write(to: iova(base, next), count: len)
+                    if let m = Self.mismatch(at(next), p) {
+                        throw Failure(detail: "read of page +0x\(String(off, radix: 16)) or write of page +0x\(String(next, radix: 16)) went wrong: \(m)")
+                    }
+                }
+                return "\(offs.count) page(s) read and written via \(where_)"
+            }
+        } else if flags.contains(.write) && !flags.contains(.read) && cpuWritable {
+            record("data-write") {
+                let p = pattern(len, 200)
+                p.withUnsafeBytes { scratch.base.copyMemory(from: $0.baseAddress!, byteCount: len) }
+                try dma.read(from: scratchIOVA, count: len)
+                for off in offs {
+                    memset(at(off), Int32(~p[0]), len)
+                    try dma.write(to: iova(base, off), count: len)
+                    if let m = Self.mismatch(at(off), p) { throw Failure(detail: "page +0x\(String(off, radix: 16)) written: \(m)") }
+                }
+                return "\(offs.count) page(s) written via \(where_)"
+            }
+        }
+        if checks.isEmpty { return ([], "not checkable: mapping flags give the device nothing to do") }
+        return (checks, checks.allSatisfy(\.passed) ? "ok (\(checks.map(\.name).joined(separator: ", ")))" : "mismatch")
     }
 }

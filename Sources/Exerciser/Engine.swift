@@ -8,6 +8,8 @@ public struct RunOptions {
     public var fsDir = "/mnt/fs"
     public var tmpfsDir = "/dev/shm"
     public var dataCheck = true
+    /// Test hooks ("wrong-iova": data checks aim at the wrong IOVA and must report a mismatch).
+    public var inject: String?
     public init(device: String) { self.device = device }
 }
 
@@ -95,6 +97,7 @@ final class Session {
     var scratchIOVA: UInt64 = 0
     var deviceOpen: Bool { device != nil }
     var teardownProblems: [String] = []
+    let kmsg = KernelLog()
 
     init(backend: BackendKind, group number: Int, options: RunOptions, pci: PCIDevice) throws {
         self.backend = backend
@@ -173,6 +176,11 @@ final class Session {
         device = nil
         group.close()
         container.close()
+    }
+
+    /// The Intel IOMMU's page-table dump for this device, if debugfs has it.
+    func iommuPageSize(iova: UInt64) -> String? {
+        IOMMUDebugfs.pageSize(device: pci.address, iova: iova)
     }
 
     func dmaAvail() -> UInt32? {

@@ -80,14 +80,23 @@ public struct CaseRecord: Codable, Sendable, Equatable {
     public var mapNanos: UInt64?
     public var unmapNanos: UInt64?
     public var unmappedBytes: UInt64?
+    /// Wall time of the whole case: build, map, data check, unmap, clean-up.
+    public var caseNanos: UInt64?
     public var cleanupOK: Bool
+    /// Bytes the kernel charged to the process (VmLck + VmPin) between before and after map.
+    public var accountedBytes: Int64?
+    /// Level the IOMMU mapped the IOVA at ("4K", "2M", "1G"), from the Intel IOMMU's debugfs.
+    public var iommuPageSize: String?
+    /// Kernel log lines (/dev/kmsg) that appeared while the case ran and matter to it.
+    public var kernelLog: [String]
     /// Facts about the backing worth reporting ("huge_page": "yes", "bar": "BAR0").
     public var properties: [String: String]
     public var checks: [Check]
 
     public init(id: String, backend: String, kind: String, phase: Phase, size: UInt64, flags: [String], iova: UInt64,
                 outcome: Outcome, mapNanos: UInt64? = nil, unmapNanos: UInt64? = nil, unmappedBytes: UInt64? = nil,
-                cleanupOK: Bool = true, properties: [String: String] = [:], checks: [Check] = []) {
+                cleanupOK: Bool = true, properties: [String: String] = [:], checks: [Check] = [],
+                accountedBytes: Int64? = nil, iommuPageSize: String? = nil, kernelLog: [String] = []) {
         self.id = id
         self.backend = backend
         self.kind = kind
@@ -102,6 +111,9 @@ public struct CaseRecord: Codable, Sendable, Equatable {
         self.cleanupOK = cleanupOK
         self.properties = properties
         self.checks = checks
+        self.accountedBytes = accountedBytes
+        self.iommuPageSize = iommuPageSize
+        self.kernelLog = kernelLog
     }
 }
 

@@ -35,7 +35,7 @@ public struct Judge {
         for id in header.plan where !seen.contains(id) {
             let parts = id.split(separator: "/")
             let rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
-                                 kind: parts.count > 1 ? String(parts[1].split(separator: "@")[0]) : "?",
+                                 kind: parts.count > 1 ? String(parts[1].prefix { $0 != "@" && $0 != "[" }) : "?",
                                  phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
             results.append(CaseResult(record: rec, verdict: expectations.judge(rec, kernel: kernel)))

@@ -13,6 +13,7 @@ public struct PlannedCase: Sendable, Equatable {
     public var id: String {
         var s = "\(backend.rawValue)/\(kind.rawValue)"
         if let i = instance { s += "/\(i)" }
+        if flags != kind.defaultFlags { s += "[" + (flags.isEmpty ? "none" : flags.map { String($0.prefix(1)) }.joined()) + "]" }
         if kind.isEdge { s += "@\(phase.rawValue)" }
         return s
     }

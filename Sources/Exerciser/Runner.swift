@@ -17,8 +17,15 @@ struct Runner {
     }
 
     func run() -> CaseRecord {
+        let start = monotonicNanos()
         let availBefore = session.dmaAvail()
+        _ = session.kmsg?.drain()  // whatever came before belongs to no case
         var rec = planned.kind.isEdge ? runEdge() : runRegion()
+        rec.caseNanos = monotonicNanos() - start
+        if let log = session.kmsg?.drain() {
+            rec.kernelLog = KernelLog.relevant(log)
+            for line in KernelLog.fatalLines(log) { rec.checks.append(Check("kernel-log", false, line)) }
+        }
         // Every case must leave the container as it found it.
         if let before = availBefore, let after = session.dmaAvail() {
             rec.checks.append(Check("mappings-left", before == after,
@@ -51,13 +58,17 @@ struct Runner {
             return rec
         }
         rec.iova = iova
+        let acctBefore = Accounting.read()
         let t0 = monotonicNanos()
         let result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
         rec.mapNanos = monotonicNanos() - t0
         rec.outcome = Outcome(result)
         if case .success = result {
+            if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
+            rec.iommuPageSize = session.iommuPageSize(iova: iova)
             if let dma = session.dma, let scratch = session.scratch {
-                let check = DataCheck(dma: dma, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
+                var check = DataCheck(dma: dma, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
+                if session.options.inject == "wrong-iova" { check.wrongIOVA = session.scratchIOVA }
                 let (checks, summary) = check.run(region: region, iova: iova, flags: planned.dmaFlags)
                 rec.checks += checks
                 rec.properties["data"] = summary
@@ -70,6 +81,11 @@ struct Runner {
             switch u {
             case .success(let n): rec.unmappedBytes = n
             case .failure(let e): rec.checks.append(Check("unmap", false, "VFIO_IOMMU_UNMAP_DMA: \(e.symbol)"))
+            }
+            if let a = acctBefore, let c = Accounting.read() {
+                let left = Accounting.delta(a, c)
+                rec.checks.append(Check("accounting-restored", left == 0,
+                                        left == 0 ? "locked/pinned memory back to its baseline" : "\(left) bytes still charged after unmap"))
             }
         } else {
             // A refused map must leave nothing behind: unmapping the range finds 0 bytes.

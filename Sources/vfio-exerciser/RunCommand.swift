@@ -42,6 +42,7 @@ struct Run: ParsableCommand {
         opts.fsDir = fsDir
         opts.tmpfsDir = tmpfsDir
         opts.dataCheck = !matrix.noDataCheck
+        opts.inject = inject
         let engine = try Engine(options: opts)
         let plan = Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
                                 kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))

@@ -4,7 +4,7 @@ import XCTest
 /// Expectations.judge, kernel ranges and exit codes: the pure core every report is built on.
 final class VerdictTests: XCTestCase {
     static func row(_ kinds: [CaseKind], _ outcome: String, kernel: String? = nil, backends: [BackendKind]? = nil,
-                    phases: [Phase]? = nil, flags: [String]? = nil, unmapped: UnmappedExpectation? = nil,
+                    phases: [Phase]? = nil, flags: [String]? = nil, unmapped: ByteExpectation? = nil,
                     bug: KnownBug? = nil, line: String = "exp.yaml:1", decidedBy: String = "decider") -> Expectation {
         Expectation(line: line, kinds: kinds, backends: backends, phases: phases, flags: flags,
                     kernel: kernel.map { try! KernelRange(parsing: $0) } ?? .any, outcome: outcome,
@@ -222,9 +222,29 @@ final class VerdictTests: XCTestCase {
         let sub = Expectations(rows: [Self.row([.unmapSubrange], "ok", unmapped: .bytes(32 << 10))])
         XCTAssertEqual(sub.judge(Self.rec(.unmapSubrange, .ok, unmapped: 32 << 10), kernel: Self.k66).kind, .pass)
         XCTAssertEqual(sub.judge(Self.rec(.unmapSubrange, .ok, unmapped: 64 << 10), kernel: Self.k66).kind, .fail)
-        // No unmapped expectation: the count is not judged.
+        // No unmapped expectation: an ok map must unmap exactly its size.
         let free = Expectations(rows: [Self.row([.anonPrivate], "ok")])
-        XCTAssertEqual(free.judge(Self.rec(.anonPrivate, .ok, unmapped: 1), kernel: Self.k66).kind, .pass)
+        XCTAssertEqual(free.judge(Self.rec(.anonPrivate, .ok, size: size, unmapped: 1), kernel: Self.k66).kind, .fail)
+        XCTAssertEqual(free.judge(Self.rec(.anonPrivate, .ok, size: size, unmapped: size), kernel: Self.k66).kind, .pass)
+        // A refused map has nothing to unmap: the count is not judged.
+        let refused = Expectations(rows: [Self.row([.hole], "EFAULT")])
+        XCTAssertEqual(refused.judge(Self.rec(.hole, .errno("EFAULT"), unmapped: nil), kernel: Self.k66).kind, .pass)
+    }
+
+    func testAccountedBytes() {
+        let size: UInt64 = 64 << 10
+        var row = Self.row([.anonPrivate], "ok")
+        row.accounted = .mappedSize
+        let e = Expectations(rows: [row])
+        var r = Self.rec(.anonPrivate, .ok, size: size, unmapped: size)
+        r.accountedBytes = Int64(size)
+        XCTAssertEqual(e.judge(r, kernel: Self.k66).kind, .pass)
+        r.accountedBytes = 0
+        let v = e.judge(r, kernel: Self.k66)
+        XCTAssertEqual(v.kind, .fail)
+        XCTAssertTrue(v.reason.contains("charged 0 bytes"), v.reason)
+        row.accounted = .bytes(0)
+        XCTAssertEqual(Expectations(rows: [row]).judge(r, kernel: Self.k66).kind, .pass)
     }
 
     func testCleanupFailure() {

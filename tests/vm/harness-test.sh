@@ -39,6 +39,14 @@ check "the reason names both outcomes" grep -q "got ok, expected EFAULT" "$(repo
 check "hole still passes" test "$(verdict wrong type1v2/hole)" = pass
 check "KTAP says not ok for it" grep -q "^not ok .* type1v2/anon-private" "$out/wrong.ktap"
 
+echo "== a data check aimed at the wrong IOVA is a mismatch, even though the map succeeded"
+vm wrongiova --kind anon-private --kind readonly-read --inject wrong-iova
+check "exit code is 1" test "$rc" -eq 1
+for id in type1v2/anon-private type1v2/readonly-read; do
+    check "$id: outcome ok but verdict fail" test "$(jq -r --arg id $id '.results[] | select(.record.id == $id) | "\(.record.outcome) \(.verdict.kind)"' "$(report wrongiova)")" = "ok fail"
+    check "$id: the failed check is a data check" jqe --arg id $id '.results[] | select(.record.id == $id) | .record.checks | map(select(.passed == false) | .name | startswith("data-")) | any' "$(report wrongiova)"
+done
+
 echo "== a hung guest is killed and the finished cases are kept"
 vm hang --kind anon-private --kind hole --kind prot-none --inject hang-after:1 --timeout 20
 check "exit code is 1" test "$rc" -eq 1

@@ -156,7 +156,7 @@ struct FSFile: RegionBacking {
 func readOnlyRegion(size: UInt64) throws -> Region {
     let m = try Mem.anonymous(size)
     let fill: UInt8 = 0x3C
-    Mem.touch(m, fill)
+    memset(m.base, Int32(fill), m.length)  // every byte: the device must read back exactly this
     guard mprotect(m.base, m.length, PROT_READ) == 0 else { throw RegionUnavailable("mprotect PROT_READ: \(Errno(rawValue: errno).symbol)") }
     return Region(vaddr: m.address, size: size, access: .readOnly, initialFill: fill, keep: [m])
 }
