@@ -80,13 +80,21 @@ public struct IOVAAllocator {
         return a
     }
 
+    /// Rounds up to a power-of-two alignment; nil past the top of the address space.
+    static func alignUp(_ v: UInt64, _ align: UInt64) -> UInt64? {
+        let (sum, overflow) = v.addingReportingOverflow(align - 1)
+        return overflow ? nil : sum & ~(align - 1)
+    }
+
     public mutating func allocate(_ size: UInt64) -> UInt64? {
         let align = Self.alignment(for: size)
-        var cand = (next + align - 1) & ~(align - 1)
+        let len = max(size, 1)
+        guard var cand = Self.alignUp(next, align) else { return nil }
         for r in ranges.sorted(by: { $0.start < $1.start }) where r.end >= cand {
-            if cand < r.start { cand = (r.start + align - 1) & ~(align - 1) }
-            if r.contains(cand, size: max(size, 1)) {
-                next = cand + max(size, 4096)
+            if cand < r.start { guard let c = Self.alignUp(r.start, align) else { return nil }; cand = c }
+            if r.contains(cand, size: len) {
+                let (end, overflow) = cand.addingReportingOverflow(max(size, 4096))
+                next = overflow ? UInt64.max : end
                 return cand
             }
         }
@@ -96,11 +104,13 @@ public struct IOVAAllocator {
     /// The first IOVA the kernel must refuse: in a gap between ranges, or past the last.
     public func outside(size: UInt64) -> UInt64? {
         let sorted = ranges.sorted { $0.start < $1.start }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where b.start > a.end + 1 {
-            let gap = (a.end + 1 + 0xfff) & ~0xfff
-            if gap < b.start { return gap }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.end < UInt64.max && b.start > a.end + 1 {
+            if let gap = Self.alignUp(a.end + 1, 0x1000), gap < b.start { return gap }
         }
-        if let last = sorted.last, last.end < UInt64.max - size { return (last.end + 1 + 0xfff) & ~0xfff }
+        if let last = sorted.last, last.end < UInt64.max, let past = Self.alignUp(last.end + 1, 0x1000),
+           past <= UInt64.max - size {
+            return past
+        }
         return nil
     }
 }

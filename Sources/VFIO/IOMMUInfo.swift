@@ -63,9 +63,11 @@ public struct IOMMUInfo: Codable, Sendable, Equatable {
                 let cap = MemoryLayout<vfio_iommu_type1_info_cap_iova_range>.self
                 let n = Int(u32(off + cap.offset(of: \.nr_iovas)!) ?? 0)
                 let first = off + cap.size
+                // The ranges end where the next capability starts, if one follows.
+                let limit = next > off ? next : buf.count
                 for i in 0..<min(n, 4096) {
                     let o = first + i * MemoryLayout<vfio_iova_range>.size
-                    guard let s = u64(o), let e = u64(o + 8) else { break }
+                    guard o + MemoryLayout<vfio_iova_range>.size <= limit, let s = u64(o), let e = u64(o + 8) else { break }
                     info.iovaRanges.append(IOVARange(start: s, end: e))
                 }
             case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:

@@ -74,10 +74,10 @@ enum Hugepages {
     static func requireFree(pageKB: Int, bytes: UInt64) throws {
         let need = Int((bytes + UInt64(pageKB) * 1024 - 1) / (UInt64(pageKB) * 1024))
         guard let have = free(pageKB: pageKB) else {
-            throw RegionUnavailable("no \(pageKB / 1024)M hugepage support (no /sys/kernel/mm/hugepages/hugepages-\(pageKB)kB)")
+            throw RegionUnavailable("no \(formatSize(UInt64(pageKB) << 10)) hugepage support (no /sys/kernel/mm/hugepages/hugepages-\(pageKB)kB)")
         }
         if have < need {
-            throw RegionUnavailable("\(need) free \(pageKB / 1024)M hugepage(s) needed, \(have) free (reserve with hugepagesz=/hugepages= or nr_hugepages)")
+            throw RegionUnavailable("\(need) free \(formatSize(UInt64(pageKB) << 10)) hugepage(s) needed, \(have) free (reserve with hugepagesz=/hugepages= or nr_hugepages)")
         }
     }
 
@@ -91,7 +91,7 @@ enum Hugepages {
         do {
             m = try MappedMemory.map(length: Int(size), prot: Mem.rw, flags: Mem.anon | CVFIO_MAP_HUGETLB | hugeFlag)
         } catch {
-            throw RegionUnavailable("mmap MAP_HUGETLB \(pageKB / 1024)M: \(error)")
+            throw RegionUnavailable("mmap MAP_HUGETLB \(formatSize(UInt64(pageKB) << 10)): \(error)")
         }
         Mem.touch(m)
         return Region(vaddr: m.address, size: size, access: .readWrite, properties: pageSizeProperty(m.address), keep: [m])
