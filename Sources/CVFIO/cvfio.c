@@ -35,6 +35,7 @@ int cvfio_drop_ipc_lock(void) {
 }
 
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -90,4 +91,11 @@ long cvfio_fs_magic(const char *path) {
     struct statfs s;
     if (statfs(path, &s) != 0) return -1;
     return (long)s.f_type;
+}
+
+int cvfio_fork(void) { return fork(); }
+
+const char *cvfio_signal_name(int sig) {
+    const char *n = sigabbrev_np(sig);
+    return n ? n : "?";
 }

@@ -10,6 +10,9 @@ public struct RunOptions {
     public var dataCheck = true
     /// Test hooks ("wrong-iova": data checks aim at the wrong IOVA and must report a mismatch).
     public var inject: String?
+    /// Each case in a forked child, so a crash or hang loses that case only.
+    public var isolate = true
+    public var caseTimeout: Double = 120
     public init(device: String) { self.device = device }
 }
 
@@ -73,8 +76,33 @@ public final class Engine {
                     return
                 }
             }
-            sink(Runner(session: session, planned: c, index: i).run())
+            sink(runCase(c, index: i, session: session))
         }
+    }
+
+    /// Runs one case and adds what only the parent can see: the kernel log, mappings left in
+    /// the container, and — when the case died — the clean-up of its IOVA window.
+    func runCase(_ c: PlannedCase, index: Int, session: Session) -> CaseRecord {
+        let start = monotonicNanos()
+        let availBefore = session.dmaAvail()
+        _ = session.kmsg?.drain()  // whatever came before belongs to no case
+        var rec: CaseRecord
+        if options.isolate {
+            rec = Isolation.run(c, index: index, session: session, timeout: options.caseTimeout)
+        } else {
+            rec = Runner(session: session, planned: c, index: index).run()
+        }
+        rec.caseNanos = monotonicNanos() - start
+        if let log = session.kmsg?.drain() {
+            rec.kernelLog = KernelLog.relevant(log)
+            for line in KernelLog.fatalLines(log) { rec.checks.append(Check("kernel-log", false, line)) }
+        }
+        // Every case must leave the container as it found it.
+        if let before = availBefore, let after = session.dmaAvail() {
+            rec.checks.append(Check("mappings-left", before == after,
+                                    before == after ? "dma_avail back to \(after)" : "dma_avail \(before) before, \(after) after"))
+        }
+        return rec
     }
 }
 
@@ -149,7 +177,8 @@ final class Session {
         let edu = EduDriver(bar0: bar0)
         guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
         // A page mapped at its own IOVA: data travels region → device → scratch and back.
-        let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS)
+        // Shared, so a forked case child writes the very page the IOMMU maps (no COW copy).
+        let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
         memset(s.base, 0, s.length)
         guard let at = iova.allocate(UInt64(s.length)) else { dmaUnavailable = "no IOVA for the scratch page"; return }
         if case .failure(let e) = container.map(vaddr: s.address, iova: at, size: UInt64(s.length), flags: .readWrite) {

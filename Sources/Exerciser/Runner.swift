@@ -16,22 +16,10 @@ struct Runner {
                    size: c.size, flags: c.flags, iova: iova, outcome: outcome)
     }
 
+    /// The case itself; the engine adds what it observes from outside (kernel log, leftovers).
     func run() -> CaseRecord {
-        let start = monotonicNanos()
-        let availBefore = session.dmaAvail()
-        _ = session.kmsg?.drain()  // whatever came before belongs to no case
-        var rec = planned.kind.isEdge ? runEdge() : runRegion()
-        rec.caseNanos = monotonicNanos() - start
-        if let log = session.kmsg?.drain() {
-            rec.kernelLog = KernelLog.relevant(log)
-            for line in KernelLog.fatalLines(log) { rec.checks.append(Check("kernel-log", false, line)) }
-        }
-        // Every case must leave the container as it found it.
-        if let before = availBefore, let after = session.dmaAvail() {
-            rec.checks.append(Check("mappings-left", before == after,
-                                    before == after ? "dma_avail back to \(after)" : "dma_avail \(before) before, \(after) after"))
-        }
-        return rec
+        Injection.apply(session.options.inject, at: .start, case: planned, session: session)
+        return planned.kind.isEdge ? runEdge() : runRegion()
     }
 
     // MARK: region kinds
@@ -64,6 +52,7 @@ struct Runner {
         rec.mapNanos = monotonicNanos() - t0
         rec.outcome = Outcome(result)
         if case .success = result {
+            Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
             if let dma = session.dma, let scratch = session.scratch {

@@ -135,6 +135,7 @@ public struct VMHarness {
         let results = out.appendingPathComponent("results.jsonl")
         for f in [console, results] { try? FileManager.default.removeItem(at: f) }
         let append = (["console=ttyS0", "loglevel=5", "intel_iommu=on", "panic=-1", "hugepagesz=1G", "hugepages=1", "hugepagesz=2M", "hugepages=64", "secretmem.enable=1",
+                       "brd.rd_nr=1", "brd.rd_size=65536",
                        "exerciser.timeout=\(Int(config.timeout))"] + config.extraAppend).joined(separator: " ")
         var q = ["qemu-system-x86_64", "-accel", config.kvm ? "kvm" : "tcg", "-M", "q35,kernel-irqchip=split",
                  "-cpu", config.kvm ? "host" : "max", "-m", config.memory, "-smp", "1",

@@ -33,6 +33,23 @@ struct MatrixOptions: ParsableArguments {
     @Flag(help: "Skip the DMA data check through the device.")
     var noDataCheck = false
 
+    @Option(help: "Seconds a case may take before its child is killed and the case reported as timed out.")
+    var caseTimeout: Double = 120
+
+    @Flag(help: "Run every case in the tool's own process (no per-case child; a crash ends the run).")
+    var noIsolation = false
+
+    /// The run options a `vm` forwards to the tool inside the guest.
+    var guestArguments: [String] {
+        var a: [String] = []
+        for b in backends { a += ["--backend", b.rawValue] }
+        for k in kinds { a += ["--kind", k.rawValue] }
+        if noDataCheck { a.append("--no-data-check") }
+        if noIsolation { a.append("--no-isolation") }
+        a += ["--case-timeout", String(caseTimeout)]
+        return a
+    }
+
     func load() throws -> (dir: String, matrix: Matrix, expectations: Expectations) {
         let dir = try ConfigLocator.find(configs)
         return (dir, try Matrix.load(dir + "/matrix.yaml"), try Expectations.load(dir + "/expectations.yaml"))

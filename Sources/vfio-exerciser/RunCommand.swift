@@ -43,6 +43,8 @@ struct Run: ParsableCommand {
         opts.tmpfsDir = tmpfsDir
         opts.dataCheck = !matrix.noDataCheck
         opts.inject = inject
+        opts.isolate = !matrix.noIsolation
+        opts.caseTimeout = matrix.caseTimeout
         let engine = try Engine(options: opts)
         let plan = Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
                                 kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))

@@ -57,10 +57,7 @@ struct VM: ParsableCommand {
         let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
         guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
         let kernels = kernelImage != nil ? ["local"] : (kernel.isEmpty ? ["debian:6.1"] : kernel)
-        var guestArgs: [String] = []
-        for b in matrix.backends { guestArgs += ["--backend", b.rawValue] }
-        for k in matrix.kinds { guestArgs += ["--kind", k.rawValue] }
-        if matrix.noDataCheck { guestArgs.append("--no-data-check") }
+        var guestArgs = matrix.guestArguments
         if let i = inject { guestArgs += ["--inject", i] }
         var codes: [Int32] = []
         var summary: [String] = []

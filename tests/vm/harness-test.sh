@@ -47,6 +47,18 @@ for id in type1v2/anon-private type1v2/readonly-read; do
     check "$id: the failed check is a data check" jqe --arg id $id '.results[] | select(.record.id == $id) | .record.checks | map(select(.passed == false) | .name | startswith("data-")) | any' "$(report wrongiova)"
 done
 
+echo "== one case killed, one hung, one faulting on a BAR: each loses only itself"
+vm isolate --kind anon-private --kind memfd --kind bar --kind tmpfs-file --kind hole \
+    --inject kill:anon-private,hang:memfd,bar-fault:bar --case-timeout 5
+outcome() { jq -r --arg id "$2" '.results[] | select(.record.id == $id) | .record.outcome' "$(report "$1")"; }
+check "exit code is 1" test "$rc" -eq 1
+check "the killed case is reported with its signal" test "$(outcome isolate type1v2/anon-private)" = "lost: crashed: killed by SIGKILL"
+check "the hung case is reported as timed out" test "$(outcome isolate type1v2/memfd)" = "lost: timed out after 5 s"
+check "the BAR fault is reported as SIGBUS" test "$(outcome isolate type1v2/bar/BAR0)" = "lost: crashed: killed by SIGBUS"
+check "what the killed case mapped was cleaned up" test "$(jq -r '.results[] | select(.record.id == "type1v2/anon-private") | .record.properties.cleanup_unmapped' "$(report isolate)")" = "65536 bytes from the case's IOVA window"
+check "the cases after them still pass" test "$(verdict isolate type1v2/tmpfs-file) $(verdict isolate type1v2/hole)" = "pass pass"
+check "data still moves through the device after the BAR fault" jqe '.results[] | select(.record.id == "type1v2/tmpfs-file") | .record.properties.data | startswith("ok")' "$(report isolate)"
+
 echo "== a hung guest is killed and the finished cases are kept"
 vm hang --kind anon-private --kind hole --kind prot-none --inject hang-after:1 --timeout 20
 check "exit code is 1" test "$rc" -eq 1

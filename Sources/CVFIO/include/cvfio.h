@@ -73,6 +73,12 @@ const char *cvfio_errno_name(int err);
 int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t limit_bytes,
                         uint64_t *unmapped_out);
 
+/* fork(2) for per-case isolation: Swift marks fork unavailable. The caller must be
+ * single-threaded (checked by the caller through /proc/self/task). */
+int cvfio_fork(void);
+/* "SEGV" for SIGSEGV; "?" when unknown. */
+const char *cvfio_signal_name(int sig);
+
 /* Drop CAP_IPC_LOCK from every capability set of the calling process. */
 int cvfio_drop_ipc_lock(void);
 
