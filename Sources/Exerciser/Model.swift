@@ -171,12 +171,16 @@ public struct RunReport: Codable, Sendable, Equatable {
     /// Run-level problems (guest panic, timeout) that are not any one case.
     public var incidents: [String]
     public var elapsedSeconds: Double?
+    /// End-of-run checks that the run left nothing behind (fds, mappings, locked memory, pools).
+    public var hygiene: [Check]?
 
-    public init(header: RunHeader, results: [CaseResult], incidents: [String] = [], elapsedSeconds: Double? = nil) {
+    public init(header: RunHeader, results: [CaseResult], incidents: [String] = [], elapsedSeconds: Double? = nil,
+                hygiene: [Check]? = nil) {
         self.header = header
         self.results = results
-        self.incidents = incidents
+        self.incidents = incidents + (hygiene ?? []).filter { !$0.passed }.map { "hygiene: \($0.name): \($0.detail)" }
         self.elapsedSeconds = elapsedSeconds
+        self.hygiene = hygiene
     }
 
     public func count(_ k: VerdictKind) -> Int { results.filter { $0.verdict.kind == k }.count }

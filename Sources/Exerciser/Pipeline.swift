@@ -26,7 +26,8 @@ public struct Judge {
 
     public init(expectations: Expectations) { self.expectations = expectations }
 
-    public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil) -> RunReport {
+    public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil,
+                       hygiene: [Check]? = nil) -> RunReport {
         let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
         var results = records.map { CaseResult(record: $0, verdict: expectations.judge($0, kernel: kernel)) }
         // A planned case with no record was lost (crash, hang, panic): a failure, named.
@@ -40,7 +41,7 @@ public struct Judge {
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
             results.append(CaseResult(record: rec, verdict: expectations.judge(rec, kernel: kernel)))
         }
-        return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed)
+        return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed, hygiene: hygiene)
     }
 }
 

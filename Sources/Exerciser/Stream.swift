@@ -5,15 +5,17 @@ import Foundation
 public enum StreamEvent: Codable, Equatable, Sendable {
     case header(RunHeader)
     case record(CaseRecord)
+    case hygiene([Check])
     case end(exitCode: Int32)
 
-    enum CodingKeys: String, CodingKey { case type, header, record, exit }
+    enum CodingKeys: String, CodingKey { case type, header, record, exit, checks }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         switch try c.decode(String.self, forKey: .type) {
         case "header": self = .header(try c.decode(RunHeader.self, forKey: .header))
         case "record": self = .record(try c.decode(CaseRecord.self, forKey: .record))
+        case "hygiene": self = .hygiene(try c.decode([Check].self, forKey: .checks))
         case "end": self = .end(exitCode: try c.decode(Int32.self, forKey: .exit))
         case let t: throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown event \(t)")
         }
@@ -24,6 +26,7 @@ public enum StreamEvent: Codable, Equatable, Sendable {
         switch self {
         case .header(let h): try c.encode("header", forKey: .type); try c.encode(h, forKey: .header)
         case .record(let r): try c.encode("record", forKey: .type); try c.encode(r, forKey: .record)
+        case .hygiene(let h): try c.encode("hygiene", forKey: .type); try c.encode(h, forKey: .checks)
         case .end(let e): try c.encode("end", forKey: .type); try c.encode(e, forKey: .exit)
         }
     }
@@ -48,6 +51,7 @@ public enum StreamEvent: Codable, Equatable, Sendable {
 public struct StreamContents: Equatable {
     public var header: RunHeader?
     public var records: [CaseRecord] = []
+    public var hygiene: [Check]?
     public var exitCode: Int32?
 
     public init(text: String) {
@@ -55,6 +59,7 @@ public struct StreamContents: Equatable {
             switch StreamEvent.parse(line) {
             case .header(let h): header = h
             case .record(let r): records.append(r)
+            case .hygiene(let h): hygiene = h
             case .end(let e): exitCode = e
             case nil: continue
             }

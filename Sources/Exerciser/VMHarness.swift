@@ -198,7 +198,8 @@ public struct VMHarness {
             throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(console.path))")
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
-        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents, elapsed: elapsed)
+        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents, elapsed: elapsed,
+                                                              hygiene: stream.hygiene)
         return Outcome(report: report, bootSeconds: elapsed, consoleLog: console.path)
     }
 

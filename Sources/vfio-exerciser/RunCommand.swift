@@ -55,6 +55,7 @@ struct Run: ParsableCommand {
         let judge = Judge(expectations: expectations)
         let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
         var records: [CaseRecord] = []
+        let before = HygieneSnapshot.take()
         let start = Date()
         try engine.run(plan) { rec in
             records.append(rec)
@@ -64,7 +65,9 @@ struct Run: ParsableCommand {
             injectFault(after: records.count)
         }
         progressDone()
-        let report = judge.report(header: header, records: records, elapsed: Date().timeIntervalSince(start))
+        let hygiene = before.compare(after: HygieneSnapshot.take())
+        writer?.emit(.hygiene(hygiene))
+        let report = judge.report(header: header, records: records, elapsed: Date().timeIntervalSince(start), hygiene: hygiene)
         writer?.emit(.end(exitCode: report.exitCode))
         try matrix.emit(report)
         throw ExitCode(report.exitCode)

@@ -38,6 +38,7 @@ check "anon-private fails" test "$(verdict wrong type1v2/anon-private)" = fail
 check "the reason names both outcomes" grep -q "got ok, expected EFAULT" "$(report wrong)"
 check "hole still passes" test "$(verdict wrong type1v2/hole)" = pass
 check "KTAP says not ok for it" grep -q "^not ok .* type1v2/anon-private" "$out/wrong.ktap"
+check "hygiene was checked and the run left nothing behind" jqe '(.hygiene | length) == 4 and (.hygiene | all(.passed))' "$(report wrong)"
 
 echo "== a data check aimed at the wrong IOVA is a mismatch, even though the map succeeded"
 vm wrongiova --kind anon-private --kind readonly-read --inject wrong-iova
@@ -57,6 +58,7 @@ check "the hung case is reported as timed out" test "$(outcome isolate type1v2/m
 check "the BAR fault is reported as SIGBUS" test "$(outcome isolate type1v2/bar/BAR0)" = "lost: crashed: killed by SIGBUS"
 check "what the killed case mapped was cleaned up" test "$(jq -r '.results[] | select(.record.id == "type1v2/anon-private") | .record.properties.cleanup_unmapped' "$(report isolate)")" = "65536 bytes from the case's IOVA window"
 check "the cases after them still pass" test "$(verdict isolate type1v2/tmpfs-file) $(verdict isolate type1v2/hole)" = "pass pass"
+check "hygiene holds even after killed cases" jqe '.hygiene | all(.passed)' "$(report isolate)"
 check "data still moves through the device after the BAR fault" jqe '.results[] | select(.record.id == "type1v2/tmpfs-file") | .record.properties.data | startswith("ok")' "$(report isolate)"
 
 echo "== a hung guest is killed and the finished cases are kept"
