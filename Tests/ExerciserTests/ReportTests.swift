@@ -10,34 +10,65 @@ final class ReportTests: XCTestCase {
 
     static func rec(_ id: String, kind: String = "anon-private", backend: String = "type1", outcome: Outcome,
                     map: UInt64? = 12_345, unmap: UInt64? = 6_789, unmapped: UInt64? = 65536,
-                    properties: [String: String] = [:], checks: [Check] = []) -> CaseRecord {
-        CaseRecord(id: id, backend: backend, kind: kind, phase: .device, size: 64 << 10, flags: ["read", "write"],
-                   iova: 0x10_0000, outcome: outcome, mapNanos: map, unmapNanos: unmap, unmappedBytes: unmapped,
-                   properties: properties, checks: checks)
+                    properties: [String: String] = [:], checks: [Check] = [], accounted: Int64? = nil,
+                    iommuPage: String? = nil, kernelLog: [String] = [], caseNanos: UInt64? = nil) -> CaseRecord {
+        var r = CaseRecord(id: id, backend: backend, kind: kind, phase: .device, size: 64 << 10, flags: ["read", "write"],
+                           iova: 0x10_0000, outcome: outcome, mapNanos: map, unmapNanos: unmap, unmappedBytes: unmapped,
+                           properties: properties, checks: checks, accountedBytes: accounted, iommuPageSize: iommuPage,
+                           kernelLog: kernelLog)
+        r.caseNanos = caseNanos
+        return r
     }
 
-    /// pass, fail (wrong errno), skip, xfail, lost, and a fail with a hostile reason.
-    static func sample(incidents: [String] = ["guest kernel oops after case 4"]) -> RunReport {
+    static let hostileKernelLine = "vfio-pci 0000:00:04.0: iommu fault\u{1B}[2J\nat 0x1000 # not a directive"
+    static let warnLine = "WARNING: CPU: 0 PID: 42 at drivers/vfio/vfio_iommu_type1.c:800 vfio_unpin_pages_remote+0x1a/0x40"
+    static let cleanupUnmapped = "65536 bytes from the case's IOVA window"
+
+    static let cleanHygiene = [
+        Check("fds", true, "12 open, as before"), Check("maps", true, "no region or device mapping left"),
+        Check("locked-memory", true, "VmLck 0 → 0 kB, VmPin 0 → 0 kB"), Check("hugepages", true, "free counts as before"),
+    ]
+    /// fds and hugepages fail, maps and locked-memory pass.
+    static let dirtyHygiene = [
+        Check("fds", false, "leaked: 9 -> /dev/vfio/7"), Check("maps", true, "no region or device mapping left"),
+        Check("locked-memory", true, "VmLck 0 → 0 kB, VmPin 0 → 0 kB"),
+        Check("hugepages", false, "hugepages-2048kB free 8 → 7"),
+    ]
+
+    /// pass, fail (wrong errno), skip, xfail, lost, and a fail with a hostile reason; data checked ok,
+    /// not checkable and mismatched; accounting, IOMMU page sizes, kernel log lines, a whole-case time.
+    static func sample(incidents: [String] = ["guest kernel oops after case 4"], hygiene: [Check]? = nil) -> RunReport {
         let results: [CaseResult] = [
-            CaseResult(record: rec("type1/anon-private/device/rw", outcome: .ok, properties: ["huge_page": "no"]),
+            CaseResult(record: rec("type1/anon-private/device/rw", outcome: .ok,
+                                   properties: ["huge_page": "no", "data": "ok (data-ring)"],
+                                   checks: [Check("data-ring", true, "16 page(s) read and written via 0x100000"),
+                                            Check("accounting-restored", true, "locked/pinned memory back to its baseline")],
+                                   accounted: 65536, iommuPage: "4K"),
                        verdict: Verdict(.pass, "ok", expected: "ok", decidedBy: "vfio_pin_pages_remote")),
-            CaseResult(record: rec("type1/hole/device/rw", kind: "hole", outcome: .errno("EINVAL"), map: 900, unmap: nil, unmapped: nil),
+            CaseResult(record: rec("type1/hole/device/rw", kind: "hole", outcome: .errno("EINVAL"), map: 900, unmap: nil, unmapped: nil,
+                                   checks: [Check("refused-map-left-nothing", true, "0 bytes to unmap")]),
                        verdict: Verdict(.fail, "got EINVAL, expected EFAULT", expected: "EFAULT", decidedBy: "vaddr_get_pfns")),
             CaseResult(record: rec("type1v2/hugetlb-1G/device/rw", kind: "hugetlb-1G", backend: "type1v2",
                                    outcome: .skip("no 1G pages"), map: nil, unmap: nil, unmapped: nil),
                        verdict: Verdict(.skip, "no 1G pages")),
-            CaseResult(record: rec("type1/fs-file/device/rw", kind: "fs-file", outcome: .ok, properties: ["fs": "ext4", "a": "b"]),
+            CaseResult(record: rec("type1/fs-file/device/rw", kind: "fs-file", outcome: .ok,
+                                   properties: ["fs": "ext4", "a": "b", "data": "not checkable: device MMIO"],
+                                   accounted: 2 << 20, iommuPage: "2M", caseNanos: 2_345_678_901),
                        verdict: Verdict(.xfail, "known kernel bug reproduced (https://bugs.example/1)", expected: "ok",
                                         decidedBy: "pin_user_pages", reference: "https://bugs.example/1")),
-            CaseResult(record: rec("type1/bar/device/rw", kind: "bar", outcome: .lost("guest panicked"), map: nil, unmap: nil, unmapped: nil),
+            CaseResult(record: rec("type1/bar/device/rw", kind: "bar", outcome: .lost("guest panicked"), map: nil, unmap: nil, unmapped: nil,
+                                   properties: ["cleanup_unmapped": cleanupUnmapped],
+                                   kernelLog: [warnLine, "Call Trace:"]),
                        verdict: Verdict(.fail, "case did not finish: guest panicked")),
             CaseResult(record: rec("type1/evil#name\nx", kind: "memfd", outcome: .errno("EFAULT"),
-                                   checks: [Check("readback", false, "byte 0 was 0xff")]),
+                                   properties: ["data": "mismatch"],
+                                   checks: [Check("readback", false, "byte 0 was 0xff")],
+                                   accounted: -4096, iommuPage: "1G", kernelLog: [hostileKernelLine]),
                        verdict: Verdict(.fail, hostile, expected: "EFAULT", decidedBy: "vfio_dma_do_map")),
         ]
         return RunReport(header: RunHeader(tool: "vfio-exerciser 0.1", kernelRelease: "6.12.57+deb13-amd64",
                                            device: "0000:00:04.0", plan: results.map(\.record.id)),
-                         results: results, incidents: incidents, elapsedSeconds: 12.5)
+                         results: results, incidents: incidents, elapsedSeconds: 12.5, hygiene: hygiene)
     }
 
     // MARK: KTAP
@@ -357,16 +388,19 @@ final class ReportTests: XCTestCase {
         return ranges.map { r in String(chars[r.clamped(to: 0..<chars.count)]).trimmingCharacters(in: .whitespaces) }
     }
 
-    func checkAligned(_ text: String, color: Bool, file: StaticString = #filePath, line: UInt = #line) {
+    static let tableTitles = ["VERDICT", "ID", "BACKEND", "KIND", "PHASE", "SIZE", "FLAGS", "IOVA", "OUTCOME", "EXPECTED",
+                              "MAP µs", "UNMAP µs", "UNMAPPED", "ACCT", "IOMMU PG", "DATA", "CASE ms", "PROPERTIES", "REASON"]
+
+    func checkAligned(_ text: String, color: Bool, report: RunReport = ReportTests.sample(),
+                      file: StaticString = #filePath, line: UInt = #line) {
         let block = tableBlock(text).map(Self.stripANSI)
-        let report = Self.sample()
         XCTAssertEqual(block.count, 2 + report.results.count, "header, dashes, one row per case", file: file, line: line)
         guard block.count >= 2 else { return }
         let width = block[0].count
         for l in block { XCTAssertEqual(l.count, width, "visible width of \"\(l)\"", file: file, line: line) }
 
         let ranges = columnRanges(block[1])
-        XCTAssertEqual(ranges.count, 15, "15 columns", file: file, line: line)
+        XCTAssertEqual(ranges.count, 19, "19 columns", file: file, line: line)
         // Between columns there is only blank space, in every row.
         for l in block {
             let chars = Array(l)
@@ -375,26 +409,40 @@ final class ReportTests: XCTestCase {
             }
         }
         let head = cells(block[0], ranges)
-        XCTAssertEqual(head, ["VERDICT", "ID", "BACKEND", "KIND", "PHASE", "SIZE", "FLAGS", "IOVA", "OUTCOME", "EXPECTED",
-                              "MAP µs", "UNMAP µs", "UNMAPPED", "PROPERTIES", "REASON"], file: file, line: line)
+        XCTAssertEqual(head, Self.tableTitles, file: file, line: line)
         let rows = block.dropFirst(2).map { cells($0, ranges) }
         XCTAssertEqual(rows.map { $0[0] }, ["PASS", "FAIL", "SKIP", "XFAIL", "FAIL", "FAIL"], file: file, line: line)
         XCTAssertEqual(rows.map { $0[1] }.prefix(5), report.results.map(\.record.id).prefix(5), file: file, line: line)
         guard rows.count == 6 else { return }
+        // The data summary has its own column, so PROPERTIES no longer shows data=.
         XCTAssertEqual(rows[0], ["PASS", "type1/anon-private/device/rw", "type1", "anon-private", "device", "64K", "rw",
-                                 "0x100000", "ok", "ok", "12.3", "6.8", "64K", "huge_page=no", "-"], file: file, line: line)
+                                 "0x100000", "ok", "ok", "12.3", "6.8", "64K", "64K", "4K", "ok", "-", "huge_page=no", "-"],
+                       file: file, line: line)
         XCTAssertEqual(rows[1][8], "EINVAL", file: file, line: line)
         XCTAssertEqual(rows[1][9], "EFAULT", file: file, line: line)
         XCTAssertEqual(rows[1][11], "-", file: file, line: line)
-        XCTAssertEqual(rows[1][14], "got EINVAL, expected EFAULT", file: file, line: line)
+        XCTAssertEqual(rows[1][18], "got EINVAL, expected EFAULT", file: file, line: line)
         XCTAssertEqual(rows[2][8], "skip", file: file, line: line)
-        XCTAssertEqual(rows[2][14], "no 1G pages", file: file, line: line)
-        XCTAssertEqual(rows[3][13], "a=b,fs=ext4", "properties sorted by key", file: file, line: line)
+        XCTAssertEqual(rows[2][18], "no 1G pages", file: file, line: line)
+        XCTAssertEqual(rows[3][17], "a=b,fs=ext4", "properties sorted by key", file: file, line: line)
         XCTAssertEqual(rows[4][8], "lost", file: file, line: line)
+        // ACCT, IOMMU PG, DATA, CASE ms for every row.
+        XCTAssertEqual(rows.map { $0[13] }, ["64K", "-", "-", "2M", "-", "-4K"], "ACCT", file: file, line: line)
+        XCTAssertEqual(rows.map { $0[14] }, ["4K", "-", "-", "2M", "-", "1G"], "IOMMU PG", file: file, line: line)
+        XCTAssertEqual(rows.map { $0[15] }, ["ok", "-", "-", "n/a", "-", "MISMATCH"], "DATA", file: file, line: line)
+        XCTAssertEqual(rows.map { $0[16] }, ["-", "-", "-", "2345.7", "-", "-"], "CASE ms", file: file, line: line)
+        XCTAssertEqual(rows[4][17], "cleanup_unmapped=\(Self.cleanupUnmapped)", file: file, line: line)
+        XCTAssertEqual(rows[5][17], "-", "data is the only property: nothing left for PROPERTIES", file: file, line: line)
         XCTAssertTrue(rows[5][1].hasPrefix("type1/evil#name x"), "newline in id flattened: \(rows[5][1])", file: file, line: line)
         // Right-aligned numbers end at the column's right edge.
         let chars = Array(block[2])
         XCTAssertEqual(chars[ranges[10].upperBound - 1], "3", file: file, line: line)
+        let xfailRow = Array(block[5])
+        XCTAssertEqual(String(xfailRow[ranges[13]]).trimmingCharacters(in: .whitespaces), "2M", file: file, line: line)
+        XCTAssertEqual(xfailRow[ranges[13].upperBound - 1], "M", "ACCT right-aligned", file: file, line: line)
+        XCTAssertEqual(xfailRow[ranges[16].upperBound - 1], "7", "CASE ms right-aligned", file: file, line: line)
+        XCTAssertEqual(xfailRow[ranges[14].lowerBound], "2", "IOMMU PG left-aligned", file: file, line: line)
+        XCTAssertEqual(xfailRow[ranges[15].lowerBound], "n", "DATA left-aligned", file: file, line: line)
     }
 
     func testTableAlignedWithoutColor() {
@@ -436,6 +484,305 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(text.contains(String(repeating: "x", count: 500)), "full reason listed under Failures")
     }
 
+    // MARK: New per-case fields and hygiene
+
+    /// The "# " lines directly before the result line that starts with `resultPrefix`.
+    func ktapBlock(_ lines: [String], _ resultPrefix: String, file: StaticString = #filePath, line: UInt = #line) -> [String] {
+        guard let r = lines.firstIndex(where: { $0.hasPrefix(resultPrefix) }) else {
+            XCTFail("no result line \(resultPrefix)", file: file, line: line)
+            return []
+        }
+        return Array(lines[..<r].reversed().prefix(while: { $0.hasPrefix("# ") }).reversed())
+    }
+
+    func testKTAPCaseDetails() throws {
+        let text = Reporter.render(Self.sample(), format: .ktap, color: false)
+        let k = try parseKTAP(text)
+        XCTAssertEqual(k.plan, 6)
+        XCTAssertEqual(k.results.map(\.ok), [true, false, true, true, false, false], "results unchanged by the new diagnostics")
+        let lines = text.split(separator: "\n").map(String.init)
+
+        let b1 = ktapBlock(lines, "ok 1 ")
+        XCTAssertTrue(b1.contains("# data: ok (data-ring)"), "\(b1)")
+        XCTAssertTrue(b1.contains("# accounted: 65536 bytes"), "\(b1)")
+        XCTAssertTrue(b1.contains("# iommu page: 4K"), "\(b1)")
+        XCTAssertTrue(b1.contains("# check data-ring: ok 16 page(s) read and written via 0x100000"), "\(b1)")
+        XCTAssertTrue(b1.contains("# check accounting-restored: ok locked/pinned memory back to its baseline"), "\(b1)")
+        XCTAssertTrue(b1.contains("# property huge_page: no"), "\(b1)")
+        XCTAssertFalse(b1.contains { $0.hasPrefix("# property data") }, "data is not repeated as a property: \(b1)")
+        XCTAssertFalse(b1.contains { $0.hasPrefix("# case time:") }, "no case time recorded: \(b1)")
+
+        // A refused map: its check, and nothing for what was not measured.
+        let b2 = ktapBlock(lines, "not ok 2 ")
+        XCTAssertTrue(b2.contains("# check refused-map-left-nothing: ok 0 bytes to unmap"), "\(b2)")
+        for absent in ["# data:", "# accounted:", "# iommu page:", "# kernel:"] {
+            XCTAssertFalse(b2.contains { $0.hasPrefix(absent) }, "\(absent) in \(b2)")
+        }
+
+        let b4 = ktapBlock(lines, "ok 4 ")
+        XCTAssertTrue(b4.contains("# data: not checkable: device MMIO"), "\(b4)")
+        XCTAssertTrue(b4.contains("# accounted: 2097152 bytes"), "\(b4)")
+        XCTAssertTrue(b4.contains("# iommu page: 2M"), "\(b4)")
+        XCTAssertTrue(b4.contains("# case time: 2345.7 ms"), "\(b4)")
+
+        // The lost case: its kernel log lines, in order, and what clean-up unmapped.
+        let b5 = ktapBlock(lines, "not ok 5 ")
+        XCTAssertEqual(b5.filter { $0.hasPrefix("# kernel: ") }, ["# kernel: \(Self.warnLine)", "# kernel: Call Trace:"], "\(b5)")
+        XCTAssertTrue(b5.contains("# property cleanup_unmapped: \(Self.cleanupUnmapped)"), "\(b5)")
+
+        // The evil case: failed check as a check line, negative accounting, a hostile kernel line made harmless.
+        let b6 = ktapBlock(lines, "not ok 6 ")
+        XCTAssertTrue(b6.contains("# check readback: FAIL byte 0 was 0xff"), "\(b6)")
+        XCTAssertTrue(b6.contains("# failed check: readback: byte 0 was 0xff"), "\(b6)")
+        XCTAssertTrue(b6.contains("# data: mismatch"), "\(b6)")
+        XCTAssertTrue(b6.contains("# accounted: -4096 bytes"), "\(b6)")
+        XCTAssertTrue(b6.contains("# iommu page: 1G"), "\(b6)")
+        XCTAssertTrue(b6.contains("# kernel: vfio-pci 0000:00:04.0: iommu fault\\x1b[2J at 0x1000 # not a directive"), "\(b6)")
+        XCTAssertFalse(text.contains("\u{1B}"))
+
+        // Without hygiene: one line saying so, and the totals stay last.
+        XCTAssertTrue(lines.contains("# hygiene: not checked"), text)
+        XCTAssertEqual(lines.last, "# Totals: pass:1 fail:3 xfail:1 xpass:0 skip:1 error:0")
+    }
+
+    func testKTAPHygiene() throws {
+        // Passing hygiene: each check, the summary, no incident; a clean run still exits 0.
+        var clean = Self.sample(incidents: [], hygiene: Self.cleanHygiene)
+        clean.results = [clean.results[0]]
+        clean.header.plan = [clean.results[0].record.id]
+        let ct = Reporter.render(clean, format: .ktap, color: false)
+        let ck = try parseKTAP(ct)
+        XCTAssertEqual(ck.plan, 1)
+        XCTAssertEqual(ck.results.map(\.ok), [true])
+        let cl = ct.split(separator: "\n").map(String.init)
+        guard let r1 = cl.firstIndex(of: "ok 1 type1/anon-private/device/rw") else { return XCTFail(ct) }
+        XCTAssertEqual(Array(cl[(r1 + 1)...]), [
+            "# hygiene fds: ok 12 open, as before",
+            "# hygiene maps: ok no region or device mapping left",
+            "# hygiene locked-memory: ok VmLck 0 → 0 kB, VmPin 0 → 0 kB",
+            "# hygiene hugepages: ok free counts as before",
+            "# hygiene: ok (fds, maps, locked-memory, hugepages)",
+            "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0",
+        ])
+        XCTAssertEqual(clean.exitCode, 0)
+
+        // Failing hygiene: FAIL lines, the summary names them, they are incidents and the run fails.
+        var dirty = clean
+        dirty = RunReport(header: clean.header, results: clean.results, incidents: [], elapsedSeconds: 1, hygiene: Self.dirtyHygiene)
+        let dt = Reporter.render(dirty, format: .ktap, color: false)
+        let dk = try parseKTAP(dt)
+        XCTAssertEqual(dk.results.map(\.ok), [true], "case results are the cases'")
+        let dl = dt.split(separator: "\n").map(String.init)
+        XCTAssertTrue(dl.contains("# hygiene fds: FAIL leaked: 9 -> /dev/vfio/7"), dt)
+        XCTAssertTrue(dl.contains("# hygiene maps: ok no region or device mapping left"), dt)
+        XCTAssertTrue(dl.contains("# hygiene hugepages: FAIL hugepages-2048kB free 8 → 7"), dt)
+        XCTAssertTrue(dl.contains("# hygiene: FAIL (fds, hugepages)"), dt)
+        XCTAssertTrue(dl.contains("# incident: hygiene: fds: leaked: 9 -> /dev/vfio/7"), dt)
+        XCTAssertTrue(dl.contains("# incident: hygiene: hugepages: hugepages-2048kB free 8 → 7"), dt)
+        XCTAssertEqual(dirty.exitCode, 1, "a failed hygiene check fails the run")
+        // Hygiene comes after the last result and before the incidents and totals.
+        let iHyg = dl.firstIndex(of: "# hygiene fds: FAIL leaked: 9 -> /dev/vfio/7") ?? -1
+        let iRes = dl.firstIndex(of: "ok 1 type1/anon-private/device/rw") ?? Int.max
+        let iInc = dl.firstIndex { $0.hasPrefix("# incident: ") } ?? -1
+        XCTAssertLessThan(iRes, iHyg)
+        XCTAssertLessThan(iHyg, iInc)
+        XCTAssertTrue(dl.last?.hasPrefix("# Totals: ") == true)
+    }
+
+    func testJUnitCaseDetailsAndTime() {
+        var report = Self.sample()
+        let xml = Reporter.render(report, format: .junit, color: false)
+        XCTAssertFalse(xml.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "raw control char in XML")
+        let c = parseJUnit(xml)
+        guard c.cases.count == 7 else { return XCTFail("expected 7 testcases, got \(c.cases.count)") }
+
+        let out0 = c.cases[0].systemOut.split(separator: "\n").map(String.init)
+        for want in ["data: ok (data-ring)", "accounted: 65536 bytes", "iommu page: 4K", "case time: -",
+                     "map: 12.3 µs", "unmap: 6.8 µs", "property huge_page: no",
+                     "check data-ring: passed 16 page(s) read and written via 0x100000",
+                     "check accounting-restored: passed locked/pinned memory back to its baseline"] {
+            XCTAssertTrue(out0.contains(want), "\(want) in \(out0)")
+        }
+        XCTAssertFalse(out0.contains { $0.hasPrefix("property data") }, "data not repeated as a property: \(out0)")
+        XCTAssertFalse(out0.contains { $0.hasPrefix("kernel: ") }, "no kernel log for this case: \(out0)")
+
+        let out1 = c.cases[1].systemOut.split(separator: "\n").map(String.init)
+        for want in ["data: -", "accounted: -", "iommu page: -", "check refused-map-left-nothing: passed 0 bytes to unmap"] {
+            XCTAssertTrue(out1.contains(want), "\(want) in \(out1)")
+        }
+
+        // The whole-case time is the testcase time when recorded (else map + unmap, as before).
+        XCTAssertEqual(c.cases[3].time, "2.345679")
+        let out3 = c.cases[3].systemOut.split(separator: "\n").map(String.init)
+        for want in ["case time: 2.345679 s", "data: not checkable: device MMIO", "accounted: 2097152 bytes", "iommu page: 2M"] {
+            XCTAssertTrue(out3.contains(want), "\(want) in \(out3)")
+        }
+        XCTAssertEqual(c.cases[0].time, "0.000019")
+
+        let out4 = c.cases[4].systemOut.split(separator: "\n").map(String.init)
+        XCTAssertEqual(out4.filter { $0.hasPrefix("kernel: ") }, ["kernel: \(Self.warnLine)", "kernel: Call Trace:"], "\(out4)")
+        XCTAssertTrue(out4.contains("property cleanup_unmapped: \(Self.cleanupUnmapped)"), "\(out4)")
+
+        let out5 = c.cases[5].systemOut.split(separator: "\n").map(String.init)
+        XCTAssertTrue(out5.contains("check readback: FAILED byte 0 was 0xff"), "\(out5)")
+        XCTAssertTrue(out5.contains("data: mismatch"), "\(out5)")
+        XCTAssertTrue(out5.contains("accounted: -4096 bytes"), "\(out5)")
+        XCTAssertTrue(out5.contains("kernel: vfio-pci 0000:00:04.0: iommu fault\\x1b[2J at 0x1000 # not a directive"), "\(out5)")
+
+        // Suite time without an elapsed time: the sum of the testcase times.
+        report.elapsedSeconds = nil
+        let s = parseJUnit(Reporter.render(report, format: .junit, color: false)).suites.first ?? [:]
+        // 19134 + 900 + 0 + 2345678901 + 0 + 19134 ns
+        XCTAssertEqual(s["time"], "2.345718")
+    }
+
+    func testJUnitHygiene() {
+        // Failing hygiene and no other incident: run-hygiene fails, no run-incidents for the same thing.
+        let dirty = Self.sample(incidents: [], hygiene: Self.dirtyHygiene)
+        XCTAssertEqual(dirty.incidents.count, 2, "RunReport records failed hygiene as incidents")
+        let c = parseJUnit(Reporter.render(dirty, format: .junit, color: false))
+        XCTAssertEqual(c.cases.map(\.name), dirty.results.map(\.record.id) + ["run-hygiene"])
+        guard let h = c.cases.last, h.name == "run-hygiene" else { return XCTFail("no run-hygiene") }
+        XCTAssertEqual(h.classname, "vfio-exerciser")
+        XCTAssertEqual(h.failure?["type"], "hygiene")
+        let msg = h.failure?["message"] ?? ""
+        XCTAssertTrue(msg.contains("2 of 4"), msg)
+        XCTAssertTrue(msg.contains("fds") && msg.contains("hugepages"), msg)
+        XCTAssertFalse(msg.contains("maps"), "only failing checks named: \(msg)")
+        XCTAssertTrue(h.failureText.contains("fds: leaked: 9 -> /dev/vfio/7"), h.failureText)
+        XCTAssertTrue(h.failureText.contains("hugepages: hugepages-2048kB free 8 → 7"), h.failureText)
+        XCTAssertTrue(h.systemOut.contains("check maps: passed no region or device mapping left"), h.systemOut)
+        XCTAssertTrue(h.systemOut.contains("check fds: FAILED leaked: 9 -> /dev/vfio/7"), h.systemOut)
+        let s = c.suites.first ?? [:]
+        XCTAssertEqual(s["tests"], "7")
+        XCTAssertEqual(s["failures"], "4", "3 failing cases + run-hygiene")
+        XCTAssertEqual(Int(s["tests"] ?? ""), c.cases.count)
+        XCTAssertEqual(Int(s["failures"] ?? ""), c.cases.filter { $0.failure != nil }.count)
+        XCTAssertEqual(c.suitesRoot?["failures"], "4")
+
+        // Failing hygiene plus another incident: both testcases fail, the incident case holds only the other one.
+        let both = parseJUnit(Reporter.render(Self.sample(hygiene: Self.dirtyHygiene), format: .junit, color: false))
+        XCTAssertEqual(both.cases.suffix(2).map(\.name), ["run-hygiene", "run-incidents"])
+        XCTAssertNotNil(both.cases.last?.failure)
+        XCTAssertEqual(both.cases.last?.failureText, "guest kernel oops after case 4")
+        XCTAssertEqual(both.suites.first?["failures"], "5")
+        XCTAssertEqual(both.suites.first?["tests"], "8")
+
+        // Passing hygiene: a passing run-hygiene testcase with its checks.
+        let clean = parseJUnit(Reporter.render(Self.sample(incidents: [], hygiene: Self.cleanHygiene), format: .junit, color: false))
+        guard let ch = clean.cases.last, ch.name == "run-hygiene" else { return XCTFail("no run-hygiene") }
+        XCTAssertNil(ch.failure)
+        XCTAssertNil(ch.skipped)
+        XCTAssertTrue(ch.systemOut.contains("check locked-memory: passed VmLck 0 → 0 kB, VmPin 0 → 0 kB"), ch.systemOut)
+        XCTAssertEqual(clean.suites.first?["tests"], "7")
+        XCTAssertEqual(clean.suites.first?["failures"], "3")
+    }
+
+    func testJSONRoundTripNewFields() throws {
+        for hygiene in [Self.dirtyHygiene, Self.cleanHygiene] {
+            let report = Self.sample(hygiene: hygiene)
+            let text = Reporter.render(report, format: .json, color: false)
+            let back = try Reporter.decodeJSON(Data(text.utf8))
+            XCTAssertEqual(back, report)
+            XCTAssertEqual(back.hygiene, hygiene)
+            XCTAssertEqual(back.incidents, report.incidents, "decoding does not derive hygiene incidents a second time")
+            XCTAssertEqual(back.results[0].record.accountedBytes, 65536)
+            XCTAssertEqual(back.results[5].record.accountedBytes, -4096)
+            XCTAssertEqual(back.results[0].record.iommuPageSize, "4K")
+            XCTAssertEqual(back.results[3].record.caseNanos, 2_345_678_901)
+            XCTAssertEqual(back.results[4].record.kernelLog, [Self.warnLine, "Call Trace:"])
+            XCTAssertEqual(back.results[5].record.kernelLog, [Self.hostileKernelLine])
+            XCTAssertEqual(back.results[3].record.properties["data"], "not checkable: device MMIO")
+            XCTAssertEqual(back.results[4].record.properties["cleanup_unmapped"], Self.cleanupUnmapped)
+            XCTAssertEqual(back.results[0].record.checks, report.results[0].record.checks)
+            XCTAssertEqual(Reporter.render(back, format: .json, color: false), text, "stable through a round trip")
+            // Every other format renders the decoded report identically.
+            for f in ReportFormat.allCases {
+                XCTAssertEqual(Reporter.render(back, format: f, color: false), Reporter.render(report, format: f, color: false), "\(f)")
+            }
+            XCTAssertFalse(text.contains("\u{1B}"))
+
+            let obj = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+            XCTAssertEqual((obj?["hygiene"] as? [[String: Any]])?.count, 4)
+            let top = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }.map { $0.split(separator: "\"")[1] }
+            XCTAssertEqual(top, ["elapsedSeconds", "header", "hygiene", "incidents", "results", "schema"])
+            let rec3 = ((obj?["results"] as? [[String: Any]])?[3]["record"]) as? [String: Any]
+            XCTAssertEqual(rec3?["caseNanos"] as? Int, 2_345_678_901)
+            XCTAssertEqual(rec3?["accountedBytes"] as? Int, 2 << 20)
+            XCTAssertEqual(rec3?["iommuPageSize"] as? String, "2M")
+            XCTAssertEqual((rec3?["kernelLog"] as? [String])?.count, 0)
+        }
+    }
+
+    func testTableNewSections() {
+        // No hygiene recorded: said so. Kernel log only for cases that have lines; data-not-checkable reasons.
+        let text = Reporter.render(Self.sample(), format: .table, color: false)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertTrue(lines.contains("hygiene: not checked"), text)
+        guard let k = lines.firstIndex(of: "Kernel log:") else { return XCTFail("no Kernel log section:\n\(text)") }
+        let section = Array(lines[(k + 1)...].prefix(while: { !$0.isEmpty }))
+        XCTAssertEqual(section, [
+            "  type1/bar/device/rw:",
+            "    \(Self.warnLine)",
+            "    Call Trace:",
+            "  type1/evil#name x:",
+            "    vfio-pci 0000:00:04.0: iommu fault\\x1b[2J at 0x1000 # not a directive",
+        ])
+        guard let d = lines.firstIndex(of: "Data not checkable:") else { return XCTFail("no data section:\n\(text)") }
+        XCTAssertEqual(lines[d + 1], "  device MMIO: 1 case")
+        XCTAssertFalse(text.contains("Failed checks"), "every failed check is in its case's reason")
+
+        // All hygiene passed: one line naming the checks; alignment unchanged.
+        let clean = Self.sample(hygiene: Self.cleanHygiene)
+        let ct = Reporter.render(clean, format: .table, color: false)
+        XCTAssertTrue(ct.split(separator: "\n").contains("hygiene: ok (fds, maps, locked-memory, hugepages)"), ct)
+        checkAligned(ct, color: false, report: clean)
+
+        // Failing hygiene: each failing check, once (not again under Run incidents), and still aligned in colour.
+        let dirty = Self.sample(hygiene: Self.dirtyHygiene)
+        let dt = Reporter.render(dirty, format: .table, color: true)
+        checkAligned(dt, color: true, report: dirty)
+        let dl = dt.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let h = dl.firstIndex(of: "hygiene: FAIL (fds, hugepages)") else { return XCTFail("no hygiene line:\n\(dt)") }
+        XCTAssertEqual(Array(dl[(h + 1)...(h + 2)]), ["  fds: leaked: 9 -> /dev/vfio/7", "  hugepages: hugepages-2048kB free 8 → 7"])
+        XCTAssertEqual(dt.components(separatedBy: "leaked: 9 -> /dev/vfio/7").count, 2, "listed once:\n\(dt)")
+        guard let ri = dl.firstIndex(of: "Run incidents:") else { return XCTFail("no incidents:\n\(dt)") }
+        XCTAssertEqual(Array(dl[(ri + 1)...].prefix(while: { !$0.isEmpty })), ["  guest kernel oops after case 4"])
+        let colorRest = dt.split(separator: "\n").filter { !tableBlock(dt).contains(String($0)) }
+        XCTAssertFalse(colorRest.contains { $0.contains("\u{1B}") }, "no colour outside the table")
+
+        // Hygiene is the only incident: no Run incidents section at all.
+        let only = Reporter.render(Self.sample(incidents: [], hygiene: Self.dirtyHygiene), format: .table, color: false)
+        XCTAssertFalse(only.contains("Run incidents:"), only)
+        XCTAssertTrue(only.contains("hygiene: FAIL (fds, hugepages)"), only)
+    }
+
+    func testTableListsFailedChecksTheReasonLeavesOut() {
+        var r = Self.sample(incidents: [])
+        // A lost case whose clean-up failed: the verdict names the crash, not the check.
+        r.results[4].record.checks = [Check("window-cleanup", false, "UNMAP_DMA of the case's window: EBUSY")]
+        // A (hypothetical) passing verdict with a failed check: still shown.
+        r.results[0].record.checks.append(Check("data-read", false, "page +0x0: byte 3 was 0x00"))
+        let text = Reporter.render(r, format: .table, color: false)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let f = lines.firstIndex(where: { $0.hasPrefix("  type1/bar/device/rw: case did not finish") }) else {
+            return XCTFail("lost case not under Failures:\n\(text)")
+        }
+        XCTAssertEqual(lines[f + 1], "    check window-cleanup: FAIL UNMAP_DMA of the case's window: EBUSY")
+        // The evil case's reason does not mention its failed check: listed under it.
+        guard let e = lines.firstIndex(where: { $0.hasPrefix("  type1/evil#name x: bad") }) else { return XCTFail(text) }
+        XCTAssertEqual(lines[e + 1], "    check readback: FAIL byte 0 was 0xff")
+        // A failed check the reason already spells out ("name: detail", as the judge words it) is not repeated.
+        r.results[1].record.checks = [Check("unmap", false, "VFIO_IOMMU_UNMAP_DMA: EINVAL")]
+        r.results[1].verdict.reason = "got EINVAL, expected EFAULT; unmap: VFIO_IOMMU_UNMAP_DMA: EINVAL"
+        let again = Reporter.render(r, format: .table, color: false)
+        XCTAssertFalse(again.contains("check unmap: FAIL"), again)
+        XCTAssertTrue(again.contains("  type1/hole/device/rw: got EINVAL, expected EFAULT; unmap: VFIO_IOMMU_UNMAP_DMA: EINVAL"), again)
+        XCTAssertTrue(lines.contains("Failed checks (in cases not failed):"), text)
+        XCTAssertTrue(lines.contains("  type1/anon-private/device/rw: check data-read: FAIL page +0x0: byte 3 was 0x00"), text)
+        checkAligned(text, color: false, report: r)
+    }
+
     func testFormattingHelpers() {
         XCTAssertEqual(ReportText.flags(["read", "write"]), "rw")
         XCTAssertEqual(ReportText.flags(["read"]), "r")
@@ -449,5 +796,20 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(ReportText.seconds(nanos: 0), "0.000000")
         XCTAssertNil(ReportText.seconds(.nan))
         XCTAssertEqual(ReportText.hex(0xdead_b000), "0xdeadb000")
+        XCTAssertEqual(ReportText.millis(2_345_678_901), "2345.7")
+        XCTAssertEqual(ReportText.millis(49_999), "0.0")
+        XCTAssertEqual(ReportText.millis(50_000), "0.1")
+        XCTAssertEqual(ReportText.millis(nil), "-")
+        XCTAssertEqual(ReportText.dataWord("ok (data-ring)"), "ok")
+        XCTAssertEqual(ReportText.dataWord("ok (data-read, data-ring)"), "ok")
+        XCTAssertEqual(ReportText.dataWord("mismatch"), "MISMATCH")
+        XCTAssertEqual(ReportText.dataWord("not checkable: device MMIO"), "n/a")
+        XCTAssertEqual(ReportText.dataWord(nil), "-")
+        XCTAssertEqual(ReportText.notCheckableReason("not checkable: device MMIO"), "device MMIO")
+        XCTAssertNil(ReportText.notCheckableReason("ok (data-ring)"))
+        XCTAssertEqual(ReportText.signedSize(-4096), "-4K")
+        XCTAssertEqual(ReportText.signedSize(0), "0")
+        XCTAssertEqual(ReportText.signedSize(2 << 20), "2M")
+        XCTAssertEqual(ReportText.signedSize(.min), "-" + formatSize(UInt64(1) << 63))
     }
 }

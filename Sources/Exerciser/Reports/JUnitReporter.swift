@@ -1,4 +1,6 @@
-/// JUnit XML as CI systems (Jenkins, GitLab, GitHub test reporters) read it.
+/// JUnit XML as CI systems (Jenkins, GitLab, GitHub test reporters) read it. A testcase per case
+/// (time: the whole case when recorded, else map + unmap), then "run-hygiene" (the end-of-run checks,
+/// failing if any failed) and "run-incidents" (every other run-level problem).
 enum JUnitReporter {
     /// Escapes text for XML 1.0 element content and attribute values. Characters XML 1.0 cannot
     /// carry at all (C0 controls other than tab/LF/CR, U+FFFE/U+FFFF) are written as a visible
@@ -39,9 +41,14 @@ enum JUnitReporter {
 
     static func render(_ report: RunReport) -> String {
         let h = report.header
-        let incidentCases = report.incidents.isEmpty ? 0 : 1
-        let tests = report.results.count + incidentCases
-        let failures = report.count(.fail) + incidentCases
+        // Failed hygiene checks fail "run-hygiene"; "run-incidents" carries every other incident.
+        let incidents = ReportText.otherIncidents(report)
+        let incidentCases = incidents.isEmpty ? 0 : 1
+        let hygiene = report.hygiene ?? []
+        let hygieneFailed = hygiene.filter { !$0.passed }
+        let hygieneCases = hygiene.isEmpty ? 0 : 1
+        let tests = report.results.count + incidentCases + hygieneCases
+        let failures = report.count(.fail) + incidentCases + (hygieneFailed.isEmpty ? 0 : 1)
         let skipped = report.count(.skip) + report.count(.xfail)
         let caseNanos = report.results.reduce(UInt64(0)) { acc, c in
             let (s, o) = acc.addingReportingOverflow(ReportText.caseNanos(c.record))
@@ -87,18 +94,39 @@ enum JUnitReporter {
                 "flags: \(ReportText.flags(r.flags))",
                 "iova: \(ReportText.hex(r.iova))",
             ]
+            if let n = r.mapNanos { sys.append("map: \(ReportText.micros(n)) µs") }
+            if let n = r.unmapNanos { sys.append("unmap: \(ReportText.micros(n)) µs") }
             if let u = r.unmappedBytes { sys.append("unmapped: \(u)") }
-            for k in r.properties.keys.sorted() { sys.append("property \(k): \(r.properties[k]!)") }
+            sys.append("accounted: \(r.accountedBytes.map { "\($0) bytes" } ?? "-")")
+            sys.append("iommu page: \(r.iommuPageSize ?? "-")")
+            sys.append("data: \(r.properties[ReportText.dataKey].map(ReportText.oneLine) ?? "-")")
+            sys.append("case time: \(r.caseNanos.map { ReportText.seconds(nanos: $0) + " s" } ?? "-")")
+            let props = ReportText.otherProperties(r.properties)
+            for k in props.keys.sorted() { sys.append("property \(k): \(props[k]!)") }
+            for l in r.kernelLog { sys.append("kernel: \(ReportText.oneLine(l))") }
             for ch in r.checks { sys.append("check \(ch.name): \(ch.passed ? "passed" : "FAILED") \(ch.detail)") }
             out.append("      <system-out>\(text(sys.joined(separator: "\n")))</system-out>")
             out.append("    </testcase>")
         }
 
+        if hygieneCases > 0 {
+            out.append("    <testcase classname=\"vfio-exerciser\" name=\"run-hygiene\" time=\"0.000000\">")
+            if !hygieneFailed.isEmpty {
+                let n = hygieneFailed.count
+                let msg = "\(n) of \(hygiene.count) hygiene check\(hygiene.count == 1 ? "" : "s") failed: "
+                    + hygieneFailed.map(\.name).joined(separator: ", ")
+                let body = hygieneFailed.map { "\($0.name): \($0.detail)" }.joined(separator: "\n")
+                out.append("      <failure message=\(attr(msg)) type=\"hygiene\">\(text(body))</failure>")
+            }
+            let sys = hygiene.map { "check \($0.name): \($0.passed ? "passed" : "FAILED") \($0.detail)" }
+            out.append("      <system-out>\(text(sys.joined(separator: "\n")))</system-out>")
+            out.append("    </testcase>")
+        }
         if incidentCases > 0 {
-            let n = report.incidents.count
-            let msg = "\(n) run incident\(n == 1 ? "" : "s"): \(report.incidents[0])\(n > 1 ? " (and more)" : "")"
+            let n = incidents.count
+            let msg = "\(n) run incident\(n == 1 ? "" : "s"): \(incidents[0])\(n > 1 ? " (and more)" : "")"
             out.append("    <testcase classname=\"vfio-exerciser\" name=\"run-incidents\" time=\"0.000000\">")
-            out.append("      <failure message=\(attr(msg)) type=\"incident\">\(text(report.incidents.joined(separator: "\n")))</failure>")
+            out.append("      <failure message=\(attr(msg)) type=\"incident\">\(text(incidents.joined(separator: "\n")))</failure>")
             out.append("    </testcase>")
         }
         out.append("  </testsuite>")

@@ -100,9 +100,76 @@ enum ReportText {
         return seconds(nanos: UInt64((s * 1e9).rounded()))
     }
 
+    /// Nanoseconds as milliseconds with one decimal, integer arithmetic only.
+    static func millis(_ ns: UInt64?) -> String {
+        guard let ns else { return "-" }
+        let tenths = ns / 100_000 + (ns % 100_000 >= 50_000 ? 1 : 0)
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    /// The time a case took: its whole wall time when recorded, else map + unmap.
     static func caseNanos(_ r: CaseRecord) -> UInt64 {
+        if let n = r.caseNanos { return n }
         let (sum, overflow) = (r.mapNanos ?? 0).addingReportingOverflow(r.unmapNanos ?? 0)
         return overflow ? .max : sum
+    }
+
+    /// The property key holding the data-check summary ("ok (data-ring)", "not checkable: ...", "mismatch").
+    static let dataKey = "data"
+    static let notCheckablePrefix = "not checkable"
+
+    /// The data-check summary in a word: "ok", "MISMATCH", "n/a" (not checkable), "-" (none recorded).
+    static func dataWord(_ summary: String?) -> String {
+        guard let s = summary else { return "-" }
+        if s == "ok" || s.hasPrefix("ok ") || s.hasPrefix("ok(") { return "ok" }
+        if s.hasPrefix("mismatch") { return "MISMATCH" }
+        if s.hasPrefix(notCheckablePrefix) { return "n/a" }
+        return truncate(oneLine(s), 12)
+    }
+
+    /// Why the data could not be checked ("device MMIO"), or nil when it was (or nothing was recorded).
+    static func notCheckableReason(_ summary: String?) -> String? {
+        guard let s = summary, s.hasPrefix(notCheckablePrefix) else { return nil }
+        var r = s.dropFirst(notCheckablePrefix.count)
+        if r.first == ":" { r = r.dropFirst() }
+        let t = r.trimmingCharacters(in: .whitespaces)
+        return t.isEmpty ? "no reason given" : t
+    }
+
+    /// Signed bytes through `formatSize` ("64K", "-4K", "0").
+    static func signedSize(_ n: Int64) -> String {
+        n < 0 ? "-" + formatSize(n.magnitude) : formatSize(UInt64(n))
+    }
+
+    /// Properties other than the data summary, which every format shows on its own.
+    static func otherProperties(_ p: [String: String]) -> [String: String] {
+        p.filter { $0.key != dataKey }
+    }
+
+    static func checkWord(_ c: Check) -> String { c.passed ? "ok" : "FAIL" }
+
+    /// The incidents `RunReport` derived from failed hygiene checks, exactly as it words them.
+    static func hygieneIncidents(_ report: RunReport) -> Set<String> {
+        Set((report.hygiene ?? []).filter { !$0.passed }.map { "hygiene: \($0.name): \($0.detail)" })
+    }
+
+    /// Incidents that are not a failed hygiene check (formats that show hygiene on its own use these).
+    static func otherIncidents(_ report: RunReport) -> [String] {
+        let derived = hygieneIncidents(report)
+        return report.incidents.filter { !derived.contains($0) }
+    }
+
+    /// "ok (fds, maps, ...)", "FAIL (fds)" or "not checked".
+    static func hygieneSummary(_ hygiene: [Check]?) -> String {
+        guard let h = hygiene, !h.isEmpty else { return "not checked" }
+        let failed = h.filter { !$0.passed }
+        if failed.isEmpty { return "ok (\(h.map(\.name).joined(separator: ", ")))" }
+        return "FAIL (\(failed.map(\.name).joined(separator: ", ")))"
+    }
+
+    /// Failed checks a failing verdict's reason does not already spell out ("name: detail").
+    static func unmentionedFailedChecks(_ c: CaseResult) -> [Check] {
+        c.record.checks.filter { !$0.passed && (c.verdict.kind != .fail || !c.verdict.reason.contains("\($0.name): \($0.detail)")) }
     }
 
     static func outcomeWord(_ o: Outcome) -> String {
@@ -153,6 +220,22 @@ enum ReportText {
         for ch in c.record.checks where !ch.passed { d.append(("failed check", "\(ch.name): \(ch.detail)")) }
         if !c.record.cleanupOK { d.append(("cleanup", "failed")) }
         if c.verdict.kind != .pass { d.append(("reason", c.verdict.reason)) }
+        return d
+    }
+
+    /// Everything else measured for a case, for KTAP diagnostics: data summary, accounting, IOMMU page
+    /// size, case time, properties, kernel log lines and every check (passed or not).
+    static func details(_ c: CaseResult) -> [(String, String)] {
+        let r = c.record
+        var d: [(String, String)] = []
+        if let data = r.properties[dataKey] { d.append(("data", data)) }
+        if let a = r.accountedBytes { d.append(("accounted", "\(a) bytes")) }
+        if let p = r.iommuPageSize { d.append(("iommu page", p)) }
+        if let n = r.caseNanos { d.append(("case time", "\(millis(n)) ms")) }
+        let props = otherProperties(r.properties)
+        for k in props.keys.sorted() { d.append(("property \(k)", props[k]!)) }
+        for l in r.kernelLog { d.append(("kernel", l)) }
+        for ch in r.checks { d.append(("check \(ch.name)", "\(checkWord(ch)) \(ch.detail)")) }
         return d
     }
 }

@@ -2,7 +2,8 @@
 /// widths are computed from the plain text, so alignment never depends on escape codes.
 enum TableReporter {
     static let separator = "  "
-    static let reasonWidth = 72
+    /// The reason cell is cut to this many characters; "Failures:" below lists every reason in full.
+    static let reasonWidth = 48
 
     struct Column {
         var title: String
@@ -14,7 +15,9 @@ enum TableReporter {
         Column(title: "PHASE"), Column(title: "SIZE", rightAligned: true), Column(title: "FLAGS"),
         Column(title: "IOVA", rightAligned: true), Column(title: "OUTCOME"), Column(title: "EXPECTED"),
         Column(title: "MAP µs", rightAligned: true), Column(title: "UNMAP µs", rightAligned: true),
-        Column(title: "UNMAPPED", rightAligned: true), Column(title: "PROPERTIES"), Column(title: "REASON"),
+        Column(title: "UNMAPPED", rightAligned: true), Column(title: "ACCT", rightAligned: true),
+        Column(title: "IOMMU PG"), Column(title: "DATA"), Column(title: "CASE ms", rightAligned: true),
+        Column(title: "PROPERTIES"), Column(title: "REASON"),
     ]
 
     static func sgr(_ k: VerdictKind) -> String {
@@ -36,7 +39,8 @@ enum TableReporter {
             t.verdictLabel(c.verdict.kind), r.id, r.backend, r.kind, r.phase.rawValue, formatSize(r.size),
             t.flags(r.flags), t.hex(r.iova), t.outcomeWord(r.outcome), c.verdict.expected ?? "-",
             t.micros(r.mapNanos), t.micros(r.unmapNanos), r.unmappedBytes.map(formatSize) ?? "-",
-            t.properties(r.properties), reason,
+            r.accountedBytes.map(t.signedSize) ?? "-", r.iommuPageSize ?? "-", t.dataWord(r.properties[t.dataKey]),
+            t.millis(r.caseNanos), t.properties(t.otherProperties(r.properties)), reason,
         ]
         return raw.map { t.oneLine($0) }.map { $0.isEmpty ? "-" : $0 }
     }
@@ -83,22 +87,71 @@ enum TableReporter {
         if h.plan.count != report.results.count {
             out.append("note: \(h.plan.count) cases planned, \(report.results.count) reported")
         }
+        out.append(contentsOf: hygiene(report.hygiene))
 
+        let t = ReportText.self
+        // Failed checks the reason does not spell out (a lost case's clean-up, say) go under it.
         let failures = report.results.filter { $0.verdict.kind == .fail }
         if !failures.isEmpty {
             out.append("")
             out.append("Failures:")
             for f in failures {
-                var s = "  \(ReportText.oneLine(f.record.id)): \(ReportText.oneLine(f.verdict.reason))"
-                if let d = f.verdict.decidedBy { s += " [decided by \(ReportText.oneLine(d))]" }
+                var s = "  \(t.oneLine(f.record.id)): \(t.oneLine(f.verdict.reason))"
+                if let d = f.verdict.decidedBy { s += " [decided by \(t.oneLine(d))]" }
                 out.append(s)
+                for ch in t.unmentionedFailedChecks(f) { out.append("    check \(t.oneLine(ch.name)): FAIL \(t.oneLine(ch.detail))") }
             }
         }
-        if !report.incidents.isEmpty {
+        let otherFailedChecks = report.results.filter { $0.verdict.kind != .fail && !t.unmentionedFailedChecks($0).isEmpty }
+        if !otherFailedChecks.isEmpty {
+            out.append("")
+            out.append("Failed checks (in cases not failed):")
+            for c in otherFailedChecks {
+                for ch in t.unmentionedFailedChecks(c) {
+                    out.append("  \(t.oneLine(c.record.id)): check \(t.oneLine(ch.name)): FAIL \(t.oneLine(ch.detail))")
+                }
+            }
+        }
+        let logged = report.results.filter { !$0.record.kernelLog.isEmpty }
+        if !logged.isEmpty {
+            out.append("")
+            out.append("Kernel log:")
+            for c in logged {
+                out.append("  \(t.oneLine(c.record.id)):")
+                for l in c.record.kernelLog { out.append("    \(t.oneLine(l))") }
+            }
+        }
+        // "n/a" in the DATA column: why, once per reason, in first-seen order.
+        var reasons: [String] = [], counts: [String: Int] = [:]
+        for c in report.results {
+            guard let why = t.notCheckableReason(c.record.properties[t.dataKey]) else { continue }
+            if counts[why] == nil { reasons.append(why) }
+            counts[why, default: 0] += 1
+        }
+        if !reasons.isEmpty {
+            out.append("")
+            out.append("Data not checkable:")
+            for why in reasons {
+                let n = counts[why]!
+                out.append("  \(t.oneLine(why)): \(n) case\(n == 1 ? "" : "s")")
+            }
+        }
+        // Failed hygiene checks are incidents too; they are listed by the hygiene line, not again here.
+        let incidents = t.otherIncidents(report)
+        if !incidents.isEmpty {
             out.append("")
             out.append("Run incidents:")
-            for i in report.incidents { out.append("  \(ReportText.oneLine(i))") }
+            for i in incidents { out.append("  \(t.oneLine(i))") }
         }
         return out.joined(separator: "\n") + "\n"
+    }
+
+    /// "hygiene: ok (fds, maps, ...)", or "hygiene: FAIL (...)" and a line per failing check.
+    static func hygiene(_ checks: [Check]?) -> [String] {
+        var lines = ["hygiene: \(ReportText.oneLine(ReportText.hygieneSummary(checks)))"]
+        for ch in checks ?? [] where !ch.passed {
+            lines.append("  \(ReportText.oneLine(ch.name)): \(ReportText.oneLine(ch.detail))")
+        }
+        return lines
     }
 }
