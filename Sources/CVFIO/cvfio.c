@@ -35,6 +35,7 @@ int cvfio_drop_ipc_lock(void) {
 }
 
 #include <string.h>
+#include <stdio.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -93,9 +94,75 @@ long cvfio_fs_magic(const char *path) {
     return (long)s.f_type;
 }
 
-int cvfio_fork(void) { return fork(); }
+static volatile pid_t case_child;
+
+int cvfio_fork(void) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid > 0) case_child = pid;
+    if (pid == 0) {
+        /* A case must not outlive the run: an orphan would hold the device open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+    }
+    return pid;
+}
 
 const char *cvfio_signal_name(int sig) {
     const char *n = sigabbrev_np(sig);
     return n ? n : "?";
+}
+
+#include <fcntl.h>
+
+static char armed_bdf[64];
+static char armed_exe[4096];
+static volatile sig_atomic_t armed;
+extern char **environ;
+
+void cvfio_binding_arm(const char *bdf) {
+    armed = 0;
+    snprintf(armed_bdf, sizeof(armed_bdf), "%s", bdf);
+    ssize_t n = readlink("/proc/self/exe", armed_exe, sizeof(armed_exe) - 1);
+    armed_exe[n > 0 ? n : 0] = 0;
+    armed = 1;
+}
+
+void cvfio_binding_disarm(void) { armed = 0; }
+
+void cvfio_child_reaped(void) { case_child = 0; }
+
+/* vfio-pci lets a device go only when nobody holds it: not our fds, not our BAR mmaps. So the
+ * restore happens in a fresh process (`unbind DEV --after-pid PID`) that waits for us to die. */
+static void restore_and_reraise(int sig) {
+    pid_t child = case_child;
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    }
+    if (armed && armed_exe[0]) {
+        char pid[24];
+        int n = 0;
+        char tmp[24];
+        for (long v = getpid(); v > 0; v /= 10) tmp[n++] = (char)('0' + v % 10);
+        for (int i = 0; i < n; i++) pid[i] = tmp[n - 1 - i];
+        pid[n] = 0;
+        if (fork() == 0) {
+            char *argv[] = { armed_exe, "unbind", armed_bdf, "--after-pid", pid, NULL };
+            setsid();
+            execve(armed_exe, argv, environ);
+            _exit(127);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+void cvfio_binding_install_handlers(void) {
+    int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+    for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = restore_and_reraise;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }

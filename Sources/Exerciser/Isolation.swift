@@ -32,6 +32,7 @@ enum Isolation {
         guard pipe(&fds) == 0 else { return Runner(session: session, planned: c, index: index).run() }
         let pid = cvfio_fork()
         if pid == 0 {
+            cvfio_binding_disarm()  // a signal to the child must not unbind the parent's device
             close(fds[0])
             session.iova.next = base
             let rec = Runner(session: session, planned: c, index: index).run()
@@ -72,7 +73,7 @@ enum Isolation {
         var reaped = false
         for _ in 0..<500 {
             let w = waitpid(pid, &status, WNOHANG)
-            if w == pid { reaped = true; break }
+            if w == pid { reaped = true; cvfio_child_reaped(); break }
             if w < 0 && errno != EINTR { break }
             usleep(10_000)
         }

@@ -113,22 +113,33 @@ public struct VMHarness {
         return dir
     }
 
-    public func run() throws -> Outcome {
+    /// What one boot left: the two serial logs, how long it took, and whether we had to kill it.
+    public struct Boot {
+        public var console: String
+        public var results: String
+        public var consolePath: String
+        public var seconds: Double
+        public var timedOut: Bool
+        public var qemuStatus: Int32
+    }
+
+    /// Builds the initramfs around `args` (one per line for the guest's /init) and boots it.
+    func boot(args: [String], files: [(String, String)], liveProgress: @escaping (String) -> String?) throws -> Boot {
         try FileManager.default.createDirectory(atPath: config.outDir, withIntermediateDirectories: true)
         let out = URL(fileURLWithPath: config.outDir)
         let kdir = try kernelDir()
 
         progress("building initramfs")
-        let args = (["run", "--device", config.device, "--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
-                     "--format", "table", "--color", "never"] + config.guestArgs).joined(separator: "\n") + "\n"
-        try args.write(to: out.appendingPathComponent("guest-args"), atomically: true, encoding: .utf8)
+        try (args.joined(separator: "\n") + "\n").write(to: out.appendingPathComponent("guest-args"), atomically: true, encoding: .utf8)
         let initrd = out.appendingPathComponent("initramfs.cpio").path
         let buildLog = out.appendingPathComponent("initramfs.log")
-        let b = try Self.sh([config.scriptsDir + "/build-initramfs.sh", "--kernel-dir", kdir, "--out", initrd,
-                             "--binary", config.guestBinary,
-                             "--file", config.configsDir + "/matrix.yaml:/etc/vfio-exerciser/matrix.yaml",
-                             "--file", config.configsDir + "/expectations.yaml:/etc/vfio-exerciser/expectations.yaml",
-                             "--file", out.appendingPathComponent("guest-args").path + ":/etc/exerciser/args"], stderrTo: buildLog)
+        var cmd = [config.scriptsDir + "/build-initramfs.sh", "--kernel-dir", kdir, "--out", initrd, "--binary", config.guestBinary,
+                   "--file", out.appendingPathComponent("guest-args").path + ":/etc/exerciser/args"]
+        // The configs ride along always: anything the guest runs finds them in /etc/vfio-exerciser.
+        let configs = [(config.configsDir + "/matrix.yaml", "/etc/vfio-exerciser/matrix.yaml"),
+                       (config.configsDir + "/expectations.yaml", "/etc/vfio-exerciser/expectations.yaml")]
+        for (src, dst) in configs + files { cmd += ["--file", src + ":" + dst] }
+        let b = try Self.sh(cmd, stderrTo: buildLog)
         guard b.status == 0 else { throw fail("building the initramfs", buildLog) }
 
         let console = out.appendingPathComponent("console.log")
@@ -137,7 +148,7 @@ public struct VMHarness {
         let append = (["console=ttyS0", "loglevel=5", "intel_iommu=on", "panic=-1", "hugepagesz=1G", "hugepages=1", "hugepagesz=2M", "hugepages=64", "secretmem.enable=1",
                        "brd.rd_nr=1", "brd.rd_size=65536",
                        "exerciser.timeout=\(Int(config.timeout))"] + config.extraAppend).joined(separator: " ")
-        var q = ["qemu-system-x86_64", "-accel", config.kvm ? "kvm" : "tcg", "-M", "q35,kernel-irqchip=split",
+        let q = ["qemu-system-x86_64", "-accel", config.kvm ? "kvm" : "tcg", "-M", "q35,kernel-irqchip=split",
                  "-cpu", config.kvm ? "host" : "max", "-m", config.memory, "-smp", "1",
                  "-nodefaults", "-nographic", "-no-reboot",
                  "-device", "intel-iommu,intremap=on",
@@ -161,15 +172,12 @@ public struct VMHarness {
         let start = Date()
         try qemu.run()
         var timedOut = false
-        var planned = 0
         while qemu.isRunning {
             Thread.sleep(forTimeInterval: 0.2)
             let elapsed = Date().timeIntervalSince(start)
-            let s = StreamContents(text: (try? String(contentsOf: results, encoding: .utf8)) ?? "")
-            planned = s.header?.plan.count ?? planned
-            progress(s.header == nil ? String(format: "booting %@ (%.0f s)", config.kernel, elapsed)
-                     : String(format: "%@: case %d/%d (%.0f s)", config.kernel, s.records.count, planned, elapsed))
-            // Guest's own timeout first, then ours with a margin for boot.
+            let text = (try? String(contentsOf: results, encoding: .utf8)) ?? ""
+            progress((liveProgress(text) ?? "booting \(config.kernel)") + String(format: " (%.0f s)", elapsed))
+            // The guest's own timeout first, then ours with a margin for boot.
             if elapsed > config.timeout + 60 {
                 timedOut = true
                 qemu.terminate()
@@ -179,28 +187,54 @@ public struct VMHarness {
             }
         }
         qemu.waitUntilExit()
-        let elapsed = Date().timeIntervalSince(start)
         try? qh.close()
+        return Boot(console: (try? String(contentsOf: console, encoding: .utf8)) ?? "",
+                    results: (try? String(contentsOf: results, encoding: .utf8)) ?? "",
+                    consolePath: console.path, seconds: Date().timeIntervalSince(start), timedOut: timedOut,
+                    qemuStatus: qemu.terminationStatus)
+    }
 
-        let consoleText = (try? String(contentsOf: console, encoding: .utf8)) ?? ""
-        let stream = StreamContents(text: (try? String(contentsOf: results, encoding: .utf8)) ?? "")
-        var incidents = Self.consoleIncidents(consoleText)
-        if timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", elapsed)) }
-        if let rc = Self.guestExit(consoleText), rc >= 124 {
+    /// Run-level problems: panics and splats on the console, a killed guest or payload.
+    func incidents(_ boot: Boot) -> [String] {
+        var incidents = Self.consoleIncidents(boot.console)
+        if boot.timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", boot.seconds)) }
+        if let rc = Self.guestExit(boot.console), rc >= 124 {
             // timeout(1) gives 124, or 128+signal when the payload died of one (143: the TERM it sent).
             incidents.append("guest payload timed out or was killed (exit \(rc)\(rc > 128 ? ", signal \(rc - 128)" : ""))")
         }
+        return incidents
+    }
+
+    /// The matrix: `run` in the guest, results judged here with the host's configs.
+    public func run() throws -> Outcome {
+        let args = ["run", "--device", config.device, "--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
+                    "--format", "table", "--color", "never"] + config.guestArgs
+        let kernel = config.kernel
+        let boot = try self.boot(args: args, files: []) { text in
+            let s = StreamContents(text: text)
+            return s.header.map { "\(kernel): case \(s.records.count)/\($0.plan.count)" }
+        }
+        let stream = StreamContents(text: boot.results)
+        var incidents = self.incidents(boot)
         if stream.exitCode == nil && incidents.isEmpty {
-            incidents.append("the guest run ended without its end marker (qemu exit \(qemu.terminationStatus))")
+            incidents.append("the guest run ended without its end marker (qemu exit \(boot.qemuStatus))")
         }
         guard let header = stream.header else {
-            let setup = consoleText.split(whereSeparator: \.isNewline).filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
-            throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(console.path))")
+            let setup = boot.console.split(whereSeparator: \.isNewline).filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
+            throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(boot.consolePath))")
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
-        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents, elapsed: elapsed,
-                                                              hygiene: stream.hygiene)
-        return Outcome(report: report, bootSeconds: elapsed, consoleLog: console.path)
+        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents,
+                                                              elapsed: boot.seconds, hygiene: stream.hygiene)
+        return Outcome(report: report, bootSeconds: boot.seconds, consoleLog: boot.consolePath)
+    }
+
+    /// A shell script run in the guest instead of the matrix (harness tests that need several
+    /// commands). Its output on /dev/ttyS1 comes back as text, with the exit code.
+    public func runScript(_ script: String) throws -> (results: String, exitCode: Int?, incidents: [String]) {
+        let boot = try self.boot(args: ["exec-script", "/etc/exerciser/guest-script.sh"],
+                                 files: [(script, "/etc/exerciser/guest-script.sh")]) { _ in "script on \(config.kernel)" }
+        return (boot.results, Self.guestExit(boot.console), incidents(boot))
     }
 
     /// Run-level failures visible on the console: panics, oopses, BUG and WARN splats.

@@ -36,8 +36,27 @@ struct Run: ParsableCommand {
         }
     }
 
+    @Flag(help: "Bind the device to vfio-pci for the run and give it back to its driver afterwards (also on signals; after a crash: `unbind --all`).")
+    var bind = false
+
+    @Flag(help: "With --bind: bind even if the device looks in use.")
+    var force = false
+
     func run() throws {
         let (_, m, expectations) = try matrix.load()
+        if bind, let entry = try Binding.bind(device, force: force) {
+            Binding.armSignals(entry)
+            defer {
+                Binding.disarm()
+                do { try Binding.restore(entry) } catch { FileHandle.standardError.write(Data("vfio-exerciser: warning: \(error)\n".utf8)) }
+            }
+            try runMatrix(m, expectations)
+        } else {
+            try runMatrix(m, expectations)
+        }
+    }
+
+    func runMatrix(_ m: Matrix, _ expectations: Expectations) throws {
         var opts = RunOptions(device: device)
         opts.fsDir = fsDir
         opts.tmpfsDir = tmpfsDir

@@ -46,6 +46,9 @@ struct VM: ParsableCommand {
     @Option(help: .hidden)
     var inject: String?
 
+    @Option(help: "Run this shell script in the guest instead of the matrix; its output on /dev/ttyS1 is printed.")
+    var guestScript: String?
+
     func run() throws {
         do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
             throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
@@ -71,6 +74,14 @@ struct VM: ParsableCommand {
             c.guestArgs = guestArgs
             c.timeout = timeout
             c.kvm = kvm
+            if let script = guestScript {
+                let r = try VMHarness(config: c, progress: progress).runScript(absolute(script))
+                progressDone()
+                print(r.results, terminator: "")
+                for i in r.incidents { print("# incident: \(i)") }
+                codes.append(r.exitCode == 0 && r.incidents.isEmpty ? 0 : 1)
+                continue
+            }
             let outcome = try VMHarness(config: c, progress: progress).run()
             progressDone()
             let r = outcome.report

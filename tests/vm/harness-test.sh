@@ -61,6 +61,14 @@ check "the cases after them still pass" test "$(verdict isolate type1v2/tmpfs-fi
 check "hygiene holds even after killed cases" jqe '.hygiene | all(.passed)' "$(report isolate)"
 check "data still moves through the device after the BAR fault" jqe '.results[] | select(.record.id == "type1v2/tmpfs-file") | .record.properties.data | startswith("ok")' "$(report isolate)"
 
+echo "== bindings: a killed run is undone by unbind --all, a terminated run undoes itself (in the guest)"
+rc=0
+$bin vm --kernel debian:6.1 --out "$out/bindings" --guest-script tests/vm/guest/bindings.sh >"$out/bindings.ktap" 2>"$out/bindings.err" || rc=$?
+sed 's/^/    /' "$out/bindings.ktap"
+check "the guest script exited 0" test "$rc" -eq 0
+check "it ran all 8 checks" test "$(grep -c '^ok ' "$out/bindings.ktap")" -eq 8
+check "none failed" sh -c "! grep -q '^not ok' '$out/bindings.ktap'"
+
 echo "== a hung guest is killed and the finished cases are kept"
 vm hang --kind anon-private --kind hole --kind prot-none --inject hang-after:1 --timeout 20
 check "exit code is 1" test "$rc" -eq 1

@@ -74,10 +74,22 @@ int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t
                         uint64_t *unmapped_out);
 
 /* fork(2) for per-case isolation: Swift marks fork unavailable. The caller must be
- * single-threaded (checked by the caller through /proc/self/task). */
+ * single-threaded (checked by the caller through /proc/self/task). The child is killed
+ * when the parent dies. */
 int cvfio_fork(void);
+/* The forked case child has been waited for (the signal handler need not end it). */
+void cvfio_child_reaped(void);
 /* "SEGV" for SIGSEGV; "?" when unknown. */
 const char *cvfio_signal_name(int sig);
+
+/* Driver restore on fatal signals: the handler may only use async-signal-safe calls. It kills
+ * the running case child, starts `<this exe> unbind DEV --after-pid <us>` (which waits for us
+ * to be gone, since vfio-pci waits for every holder of the device), and re-raises. The driver
+ * to return to is in the state file. Disarm after a normal restore. */
+void cvfio_binding_arm(const char *bdf);
+void cvfio_binding_disarm(void);
+/* Installs handlers for SIGINT, SIGTERM, SIGHUP, SIGQUIT that restore, then re-raise. */
+void cvfio_binding_install_handlers(void);
 
 /* Drop CAP_IPC_LOCK from every capability set of the calling process. */
 int cvfio_drop_ipc_lock(void);
