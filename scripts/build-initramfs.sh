@@ -1,6 +1,6 @@
 #!/bin/bash
 # build-initramfs.sh --kernel-dir DIR --out FILE [--binary PATH]... [--file SRC:DEST]...
-#                    [--module NAME]... [--init PATH]
+#                    [--module NAME]... [--extra-module FILE.ko]... [--init PATH]
 #
 # Writes an uncompressed newc cpio initramfs with: static busybox + applet
 # links, each --binary in /bin with its shared libraries (+ loader, at their
@@ -9,14 +9,19 @@
 # with their dependencies, decompressed and re-indexed with depmod so
 # busybox modprobe works, and /init = guest-init.sh (or --init PATH).
 # DIR is a directory printed by fetch-kernel.sh.
+# --extra-module FILE.ko: an out-of-tree module built for this kernel (e.g. by
+# build-test-module.sh); it goes to /lib/modules/<kver>/extra/, the modules it
+# depends on (modinfo depends) come along, and it is indexed with the rest so
+# `modprobe NAME` works. With any extra module, the mtty sample module is
+# added too if the kernel has it (guest-init.sh then creates an mtty mdev).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-usage="usage: build-initramfs.sh --kernel-dir DIR --out FILE [--binary PATH]... [--file SRC:DEST]... [--module NAME]... [--init PATH]"
+usage="usage: build-initramfs.sh --kernel-dir DIR --out FILE [--binary PATH]... [--file SRC:DEST]... [--module NAME]... [--extra-module FILE.ko]... [--init PATH]"
 kdir="" out="" init=$here/guest-init.sh
-binaries=() files=() extra_mods=()
+binaries=() files=() extra_mods=() extra_kos=()
 while [[ $# -gt 0 ]]; do
     case $1 in
     --kernel-dir) kdir=${2:?$usage}; shift 2 ;;
@@ -24,6 +29,7 @@ while [[ $# -gt 0 ]]; do
     --binary) binaries+=("${2:?$usage}"); shift 2 ;;
     --file) files+=("${2:?$usage}"); shift 2 ;;
     --module) extra_mods+=("${2:?$usage}"); shift 2 ;;
+    --extra-module) extra_kos+=("${2:?$usage}"); shift 2 ;;
     --init) init=${2:?$usage}; shift 2 ;;
     -h | --help) echo "$usage"; exit 0 ;;
     *) die "unknown argument '$1' ($usage)" ;;
@@ -125,6 +131,21 @@ elif ! isbuiltin EXT2_FS && ! isbuiltin EXT4_FS; then
 fi
 mods+=("${extra_mods[@]}")
 
+# Out-of-tree modules: check they were built for this kernel, bring their
+# dependencies (and mtty, when the kernel has it) into the closure below.
+for ko in "${extra_kos[@]}"; do
+    [[ -f $ko && $ko == *.ko ]] || die "--extra-module $ko: no such .ko file"
+    vm=$(modinfo -F vermagic "$ko" 2>/dev/null) || die "--extra-module $ko: modinfo failed"
+    [[ ${vm%% *} == "$kver" ]] || die "--extra-module $ko is built for '${vm%% *}', not $kver"
+    IFS=, read -r -a kodeps <<<"$(modinfo -F depends "$ko")"
+    for d in "${kodeps[@]}"; do
+        [[ -n $d ]] && mods+=("$d")
+    done
+done
+if [[ ${#extra_kos[@]} -gt 0 ]] && modprobe -d "$kdir/modules" -S "$kver" --show-depends mtty >/dev/null 2>&1; then
+    mods+=(mtty)
+fi
+
 declare -A modfiles=()
 for m in "${mods[@]}"; do
     if ! deps=$(modprobe -d "$kdir/modules" -S "$kver" --show-depends "$m" 2>&1); then
@@ -147,6 +168,10 @@ for path in "${!modfiles[@]}"; do
     *) die "unexpected module file $path" ;;
     esac
 done
+for ko in "${extra_kos[@]}"; do
+    mkdir -p "$mdst/extra"
+    cp "$ko" "$mdst/extra/$(basename "$ko")"
+done
 # Built-in lists let modprobe treat built-in modules as present.
 for f in modules.builtin modules.builtin.modinfo modules.order; do
     [[ -f $kmods/$f ]] && sed -e 's/\.ko\.\(xz\|zst\|gz\)$/.ko/' "$kmods/$f" >"$mdst/$f"
@@ -160,4 +185,4 @@ mkdir -p "$(dirname "$out")"
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$out.tmp" \
     || die "cpio failed"
 mv "$out.tmp" "$out"
-log "wrote $out ($(du -h "$out" | cut -f1), kernel $kver, ${#modfiles[@]} modules)"
+log "wrote $out ($(du -h "$out" | cut -f1), kernel $kver, ${#modfiles[@]} modules${extra_kos[*]:+ + ${#extra_kos[@]} extra})"

@@ -10,6 +10,9 @@
 # Console lines meant for the host:
 #   VFIO-EXERCISER-SETUP-ERROR <step> <message>   one per setup problem
 #   VFIO-EXERCISER-DEVICE <bdf> group=<n> dev=<path>|none
+#   VFIO-EXERCISER-TESTDEV /dev/vfio_exerciser_test   } only when the initramfs
+#   VFIO-EXERCISER-MDEV <uuid> group=<n> dev=<path>    } has the test module
+#   VFIO-EXERCISER-MTTY <uuid> group=<n> dev=<path>    } (+ mtty if the kernel has it)
 #   VFIO-EXERCISER-SETUP ok | VFIO-EXERCISER-SETUP failed <step>...
 #   VFIO-EXERCISER-EXIT <rc>                      also written to /dev/ttyS1
 # Kernel command line knobs (optional):
@@ -114,6 +117,47 @@ for d in /sys/bus/pci/devices/*; do
     echo "VFIO-EXERCISER-DEVICE $bdf group=$g dev=$dev"
 done
 [ $n_edu -gt 0 ] || err edu "no edu device (1234:11e8) found"
+
+# --- test module (kmod/, build-initramfs.sh --extra-module) -------------------------
+# mdev_create PARENT TYPE NAME: one mdev of TYPE under PARENT, reported as
+# "VFIO-EXERCISER-<NAME> <uuid> group=<n> dev=/dev/vfio/<n>".
+mdev_create() {
+    t=/sys/class/mdev_bus/$1/mdev_supported_types/$2
+    if [ ! -d "$t" ]; then
+        err "mdev-$3" "no $t"
+        return 1
+    fi
+    u=$(cat /proc/sys/kernel/random/uuid)
+    try "mdev-$3" sh -c "echo $u >$t/create" || return 1
+    g=none dev=none
+    if [ -e "/sys/bus/mdev/devices/$u/iommu_group" ]; then
+        g=$(basename "$(readlink "/sys/bus/mdev/devices/$u/iommu_group")")
+        dev=/dev/vfio/$g
+        i=0
+        while [ ! -c "$dev" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        [ -c "$dev" ] || { err "mdev-$3" "no $dev"; dev=none; }
+    else
+        err "mdev-$3" "$u has no iommu_group"
+    fi
+    echo "VFIO-EXERCISER-$3 $u group=$g dev=$dev"
+}
+if [ -f "/lib/modules/$(uname -r)/extra/vfio_exerciser_test.ko" ]; then
+    modprobe -q vfio_mdev 2>/dev/null # a separate module before 5.16; folded into mdev since
+    load mdev
+    if load vfio_exerciser_test; then
+        i=0
+        while [ ! -c /dev/vfio_exerciser_test ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        if [ -c /dev/vfio_exerciser_test ]; then
+            echo "VFIO-EXERCISER-TESTDEV /dev/vfio_exerciser_test"
+        else
+            err testdev "no /dev/vfio_exerciser_test after loading vfio_exerciser_test"
+        fi
+        mdev_create vfio_exerciser_test vfio_exerciser_test-pin MDEV
+    fi
+    # The mtty sample (test kernels with CONFIG_SAMPLE_VFIO_MDEV_MTTY).
+    [ -d /sys/class/mdev_bus/mtty ] || modprobe -q mtty 2>/dev/null
+    [ -d /sys/class/mdev_bus/mtty ] && mdev_create mtty mtty-1 MTTY
+fi
 
 # --- ext2 on a ram disk at /mnt/fs ----------------------------------------------
 # rd_size is in KiB: one 64 MiB disk.

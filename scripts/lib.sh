@@ -41,3 +41,46 @@ install_pkgs() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
         || die "apt-get install $* failed"
 }
+
+# --- private apt (the configuration fetch-kernel.sh sets up) -------------------
+# private_apt CACHE_DIR: export APT_CONFIG for the private apt tree that
+# fetch-kernel.sh made under CACHE_DIR/apt (its sources, lists, archives; the
+# machine's /etc/apt is not read). The configuration is (re)written here, to
+# CACHE_DIR/apt/apt-lib.conf, so a cache directory that was moved or copied
+# still works. Dies if fetch-kernel.sh has not been run for CACHE_DIR.
+private_apt() {
+    local apt=$1/apt
+    [[ -f $apt/debian.sources ]] \
+        || die "no private apt configuration in $1/apt (run scripts/fetch-kernel.sh SPEC $1 first)"
+    mkdir -p "$apt"/{etc/parts,etc/prefs,lists/partial,archives/partial}
+    [[ -f $apt/status ]] || : >"$apt/status"
+    cat >"$apt/apt-lib.conf" <<CONF
+Dir::Etc::parts "$apt/etc/parts";
+Dir::Etc::main "/dev/null";
+Dir::Etc::sourcelist "$apt/debian.sources";
+Dir::Etc::sourceparts "$apt/etc/parts";
+Dir::Etc::preferences "/dev/null";
+Dir::Etc::preferencesparts "$apt/etc/prefs";
+Dir::State "$apt";
+Dir::State::lists "$apt/lists";
+Dir::State::status "$apt/status";
+Dir::Cache "$apt";
+Dir::Cache::archives "$apt/archives";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+Acquire::Languages "none";
+Acquire::Retries "3";
+APT::Sandbox::User "root";
+CONF
+    export APT_CONFIG=$apt/apt-lib.conf
+}
+
+# private_apt_version PKG: newest version of PKG in the private lists ("" if none).
+private_apt_version() {
+    apt-cache madison "$1" 2>/dev/null | awk -F' [|] ' '{gsub(/ /,"",$2); print $2; exit}'
+}
+
+# private_apt_has PKG VERSION: true if PKG=VERSION is in the private lists.
+private_apt_has() {
+    apt-cache madison "$1" 2>/dev/null | awk -F' [|] ' -v v="$2" '{gsub(/ /,"",$2)} $2 == v {f=1} END {exit !f}'
+}
