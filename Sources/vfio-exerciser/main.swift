@@ -6,7 +6,7 @@ struct Root: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vfio-exerciser",
         abstract: "Map each kind of memory for DMA through VFIO and check what the kernel does.",
-        subcommands: [Run.self, VM.self, Probe.self, List.self, Bind.self, Unbind.self, ExecScript.self])
+        subcommands: [Run.self, VM.self, Probe.self, List.self, Bind.self, Unbind.self, ExecScript.self, Bench.self])
 }
 
 /// Exit codes: kselftest's for verdicts (0 pass, 1 fail, 4 all skipped), 2 for any usage,
