@@ -1,5 +1,15 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
+
+// Newer UAPI headers (scripts/fetch-uapi.sh unpacks linux-libc-dev 7.x into .uapi/) come first
+// when present; without them the 6.1 system headers build everything but iommufd. Swift's
+// importer needs the path too, hence unsafeFlags on every target that imports CVFIO.
+let uapi = Context.packageDirectory + "/.uapi/usr/include"
+let uapiC: [CSetting] = [.unsafeFlags(["-I", uapi])]
+let haveIOMMUFD = FileManager.default.fileExists(atPath: uapi + "/linux/iommufd.h")
+let uapiSwift: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-I", "-Xcc", uapi])]
+    + (haveIOMMUFD ? [.define("IOMMUFD_UAPI")] : [])
 
 let package = Package(
     name: "vfio-exerciser",
@@ -15,14 +25,15 @@ let package = Package(
     targets: [
         // Only what Swift cannot import from the UAPI headers: function-like ioctl
         // macros, a non-variadic ioctl, volatile MMIO access.
-        .target(name: "CVFIO"),
+        .target(name: "CVFIO", cSettings: uapiC),
         // Typed owners of kernel objects (container, group, device) and region backings.
         .target(
             name: "VFIO",
             dependencies: [
                 "CVFIO",
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            swiftSettings: uapiSwift
         ),
         // Matrix engine, expectations, verdicts, reports, VM harness.
         .target(
@@ -31,15 +42,17 @@ let package = Package(
                 "VFIO",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            swiftSettings: uapiSwift
         ),
         .executableTarget(
             name: "vfio-exerciser",
             dependencies: [
                 "Exerciser",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: uapiSwift
         ),
-        .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO"]),
+        .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO"], swiftSettings: uapiSwift),
     ]
 )

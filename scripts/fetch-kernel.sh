@@ -1,5 +1,6 @@
 #!/bin/bash
 # fetch-kernel.sh SPEC CACHE_DIR
+# fetch-kernel.sh --apt-config CACHE_DIR
 #
 # Downloads a Debian amd64 kernel with a private apt setup (the machine's
 # /etc/apt is never touched) and unpacks it into CACHE_DIR/kernels/<name>/:
@@ -13,16 +14,28 @@
 #   debian:X.Y                 whichever suite's linux-image-amd64 is X.Y.*
 #   debian:6.12.117+deb13-amd64   an exact ABI (package linux-image-<ABI>)
 #   debian:6.12.117-1          an exact linux-image-amd64 package version
+#   test:X.Y                   a small test kernel built here from Debian's
+#                              linux-source-X.Y + configs/kernel/test-kernel.fragment
+#                              (build-test-kernel.sh; same layout plus build/)
 # Only what the archive currently holds can be fetched (no snapshots).
 # Set FETCH_KERNEL_REFRESH=1 to re-resolve a SPEC that is already cached.
+#
+# --apt-config: only set up and update the private apt configuration under
+# CACHE_DIR/apt and print the path to give APT_CONFIG (used by
+# build-test-kernel.sh for linux-source-X.Y).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-[[ $# -eq 2 ]] || die "usage: fetch-kernel.sh SPEC CACHE_DIR"
+[[ $# -eq 2 ]] || die "usage: fetch-kernel.sh SPEC CACHE_DIR | fetch-kernel.sh --apt-config CACHE_DIR"
 spec=$1
-[[ $spec == debian:?* ]] || die "unsupported SPEC '$spec' (expected debian:...)"
+if [[ $spec == test:?* ]]; then
+    # Built here, not downloaded: build-test-kernel.sh has its own cache and lock.
+    exec "$here/build-test-kernel.sh" "${spec#test:}" "$2"
+fi
+[[ $spec == debian:?* || $spec == --apt-config ]] \
+    || die "unsupported SPEC '$spec' (expected debian:... or test:X.Y)"
 want=${spec#debian:}
 mkdir -p "$2" || die "cannot create cache dir $2"
 cache=$(cd "$2" && pwd)
@@ -37,7 +50,7 @@ cached_dir() {
     [[ -f $d/.complete ]] || return 1
     echo "$d"
 }
-if [[ ${FETCH_KERNEL_REFRESH:-0} != 1 ]] && cached_dir; then
+if [[ $spec != --apt-config && ${FETCH_KERNEL_REFRESH:-0} != 1 ]] && cached_dir; then
     exit 0
 fi
 
@@ -46,7 +59,7 @@ need_pkgs apt-get:apt dpkg:dpkg depmod:kmod flock:util-linux
 exec 9>"$cache/.fetch.lock"
 flock 9
 # Another process may have finished the same SPEC while we waited.
-if [[ ${FETCH_KERNEL_REFRESH:-0} != 1 ]] && cached_dir; then
+if [[ $spec != --apt-config && ${FETCH_KERNEL_REFRESH:-0} != 1 ]] && cached_dir; then
     exit 0
 fi
 
@@ -120,6 +133,10 @@ papt() { apt-get -q "$@"; }
 
 log "updating private apt lists"
 papt update >&2 || die "apt-get update (private lists) failed"
+if [[ $spec == --apt-config ]]; then
+    echo "$APT_CONFIG"
+    exit 0
+fi
 
 # --- resolve SPEC to a linux-image package=version -------------------------
 madison() { apt-cache madison "$1" 2>/dev/null | awk -F' [|] ' '{gsub(/ /,"",$2); print $2 "\t" $3}'; }

@@ -15,6 +15,9 @@ if ! file -L /bin/busybox 2>/dev/null | grep -q static && ! ldd /bin/busybox 2>&
     install_pkgs busybox-static
 fi
 
+# iommufd.h and current vfio.h: Debian 12's linux-libc-dev (6.1) predates them.
+"$here/fetch-uapi.sh" >/dev/null || die "cannot fetch the UAPI headers"
+
 [[ -x /opt/swift/usr/bin/swift ]] && export PATH=/opt/swift/usr/bin:$PATH
 command -v swift >/dev/null || die "no swift toolchain in PATH or /opt/swift"
 log "building (release, static Swift runtime)"

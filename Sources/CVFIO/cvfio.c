@@ -43,14 +43,18 @@ int cvfio_drop_ipc_lock(void) {
 
 const char *cvfio_errno_name(int err) { return strerrorname_np(err); }
 
-int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t limit_bytes,
-                        uint64_t *unmapped_out) {
+/* The child half of a memlock probe: lower the limit, drop the capability, touch `size` bytes
+ * and map them with `map`; result[0]: 0 ok, >0 map errno, <0 setup failure; result[1]: bytes
+ * the unmap reported. */
+typedef int (*probe_map_fn)(const void *ctx, void *p, uint64_t iova, uint64_t size, uint64_t *unmapped);
+
+static int probe(probe_map_fn map, const void *ctx, uint64_t iova, uint64_t size, uint64_t limit_bytes,
+                 uint64_t *unmapped_out) {
     int pfd[2];
     if (pipe(pfd) != 0) return -errno;
     pid_t pid = fork();
     if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
     if (pid == 0) {
-        /* result[0]: 0 ok, >0 map errno, <0 setup failure; result[1]: bytes unmapped */
         int64_t result[2] = { 0, 0 };
         struct rlimit rl = { limit_bytes, limit_bytes };
         close(pfd[0]);
@@ -62,15 +66,9 @@ int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t
                 result[0] = -errno;
             } else {
                 memset(p, 0x5a, size);
-                struct vfio_iommu_type1_dma_map m = {
-                    .argsz = sizeof(m), .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-                    .vaddr = (uint64_t)(uintptr_t)p, .iova = iova, .size = size };
-                if (ioctl(container_fd, VFIO_IOMMU_MAP_DMA, &m) != 0) {
-                    result[0] = errno;
-                } else {
-                    struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = size };
-                    if (ioctl(container_fd, VFIO_IOMMU_UNMAP_DMA, &u) == 0) result[1] = (int64_t)u.size;
-                }
+                uint64_t unmapped = 0;
+                result[0] = map(ctx, p, iova, size, &unmapped);
+                result[1] = (int64_t)unmapped;
             }
         }
         ssize_t w = write(pfd[1], result, sizeof(result));
@@ -87,6 +85,43 @@ int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t
     if (unmapped_out) *unmapped_out = (uint64_t)result[1];
     return (int)result[0];
 }
+
+static int map_container(const void *ctx, void *p, uint64_t iova, uint64_t size, uint64_t *unmapped) {
+    int fd = *(const int *)ctx;
+    struct vfio_iommu_type1_dma_map m = {
+        .argsz = sizeof(m), .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        .vaddr = (uint64_t)(uintptr_t)p, .iova = iova, .size = size };
+    if (ioctl(fd, VFIO_IOMMU_MAP_DMA, &m) != 0) return errno;
+    struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = size };
+    if (ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &u) == 0) *unmapped = u.size;
+    return 0;
+}
+
+int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t limit_bytes,
+                        uint64_t *unmapped_out) {
+    return probe(map_container, &container_fd, iova, size, limit_bytes, unmapped_out);
+}
+
+#if CVFIO_HAVE_IOMMUFD
+struct ioas_ctx { int fd; uint32_t ioas; };
+
+static int map_ioas(const void *ctx, void *p, uint64_t iova, uint64_t size, uint64_t *unmapped) {
+    const struct ioas_ctx *c = ctx;
+    struct iommu_ioas_map m = {
+        .size = sizeof(m), .ioas_id = c->ioas, .user_va = (uint64_t)(uintptr_t)p, .length = size, .iova = iova,
+        .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE };
+    if (ioctl(c->fd, IOMMU_IOAS_MAP, &m) != 0) return errno;
+    struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = c->ioas, .iova = iova, .length = size };
+    if (ioctl(c->fd, IOMMU_IOAS_UNMAP, &u) == 0) *unmapped = u.length;
+    return 0;
+}
+
+int cvfio_memlock_probe_ioas(int iommufd, uint32_t ioas_id, uint64_t iova, uint64_t size,
+                             uint64_t limit_bytes, uint64_t *unmapped_out) {
+    struct ioas_ctx c = { iommufd, ioas_id };
+    return probe(map_ioas, &c, iova, size, limit_bytes, unmapped_out);
+}
+#endif
 
 long cvfio_fs_magic(const char *path) {
     struct statfs s;

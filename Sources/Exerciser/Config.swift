@@ -1,12 +1,27 @@
 import Foundation
 import Yams
+import CYaml
 import VFIO
 import SystemPackage
 
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// Control characters and line breaks (a quoted "\n" in a value, a path) are escaped: the
+    /// message is always one line.
+    public init(_ message: String) { self.message = oneLine(message) }
     public var description: String { message }
+}
+
+/// `text` with control characters and line/paragraph separators escaped as \n, \u{1B}, ….
+public func oneLine(_ text: String) -> String {
+    var out = ""
+    for u in text.unicodeScalars {
+        switch u.properties.generalCategory {
+        case .control, .lineSeparator, .paragraphSeparator: out += u.escaped(asASCII: true)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out
 }
 
 /// Parses "64K", "2M", "1G", "4096".
@@ -88,20 +103,112 @@ struct Fields {
     }
 }
 
+/// Bounds for a config file (the real ones are a few KB): hostile input fails fast with one line
+/// instead of exhausting the stack (Yams composes recursively: ~10,000 nested "[" overflow
+/// an 8 MiB stack) or the time of whatever walks the tree (alias bombs).
+let yamlMaxBytes = 1 << 20
+let yamlMaxDepth = 64
+let yamlMaxNodes = 100_000
+
 func loadYAML(_ path: String) throws(ConfigError) -> Node {
-    let text: String
-    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw ConfigError("\(path): cannot read (\((error as NSError).localizedDescription))")
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw ConfigError("\(path): cannot read (\(String(cString: strerror(errno))))") }
+    // A FIFO or device would block or never end.
+    guard st.st_mode & S_IFMT == S_IFREG else { throw ConfigError("\(path): not a regular file") }
+    guard st.st_size <= yamlMaxBytes else {
+        throw ConfigError("\(path): \(st.st_size) bytes is too large for a config (limit \(yamlMaxBytes))")
     }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ConfigError("\(path): cannot read (\(String(cString: strerror(errno))))")
+    }
+    guard let text = String(validating: data, as: UTF8.self) else {
+        let valid = data.withUnsafeBytes { b in
+            var it = b.makeIterator()
+            var dec = UTF8()
+            var n = 0
+            loop: while true {
+                switch dec.decode(&it) {
+                case .scalarValue(let u): n += UTF8.width(u)
+                case .emptyInput, .error: break loop
+                }
+            }
+            return n
+        }
+        throw ConfigError("\(path): not UTF-8 text (invalid byte at offset \(valid))")
+    }
+    try checkYAMLShape(text, path)
     do {
         guard let node = try Yams.compose(yaml: text) else { throw ConfigError("\(path): empty document") }
         return node
     } catch let e as ConfigError {
         throw e
+    } catch let e as YamlError {
+        throw ConfigError(describeYAMLError(e, path))
     } catch {
         let msg = "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "\(error)"
         throw ConfigError("\(path): not valid YAML: \(msg)")
     }
+}
+
+/// "file:line:column: not valid YAML: problem (context)" from Yams' multi-line description.
+func describeYAMLError(_ e: YamlError, _ path: String) -> String {
+    func at(_ m: Mark) -> String { "\(path):\(m.line):\(m.column)" }
+    func ctx(_ c: YamlError.Context?) -> String { c.map { " (\($0.text) at line \($0.mark.line))" } ?? "" }
+    switch e {
+    case let .reader(problem, offset, value, _):
+        return "\(path): not valid YAML: \(problem)" + (offset.map { " at byte \($0)" } ?? "") + (value >= 0 ? " (0x\(String(value, radix: 16)))" : "")
+    case let .scanner(c, problem, m, _), let .parser(c, problem, m, _), let .composer(c, problem, m, _):
+        return "\(at(m)): not valid YAML: \(problem)\(ctx(c))"
+    default:
+        let msg = "\(e)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "\(e)"
+        return "\(path): not valid YAML: \(msg)"
+    }
+}
+
+/// Walks libyaml's events (iterative, linear) before Yams composes the tree: nesting deeper than
+/// `yamlMaxDepth` or more than `yamlMaxNodes` nodes once aliases are expanded is refused.
+/// Syntax errors are left to `Yams.compose`, which names them.
+func checkYAMLShape(_ text: String, _ path: String) throws(ConfigError) {
+    var bytes = Array(text.utf8)
+    let problem: String? = bytes.withUnsafeMutableBufferPointer { buf in
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else { return "\(path): out of memory" }
+        defer { yaml_parser_delete(&parser) }
+        yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
+        yaml_parser_set_input_string(&parser, buf.baseAddress, buf.count)
+        func name(_ p: UnsafeMutablePointer<yaml_char_t>?) -> String? { p.map { String(cString: $0) } }
+        var nodes = 0
+        var open: [(anchor: String?, first: Int)] = []
+        var sizes: [String: Int] = [:]
+        while true {
+            var event = yaml_event_t()
+            guard yaml_parser_parse(&parser, &event) == 1 else { return nil }
+            defer { yaml_event_delete(&event) }
+            let line = event.start_mark.line + 1
+            switch event.type {
+            case YAML_STREAM_END_EVENT:
+                return nil
+            case YAML_SCALAR_EVENT:
+                nodes += 1
+                if let a = name(event.data.scalar.anchor) { sizes[a] = 1 }
+            case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+                nodes += 1
+                let anchor = event.type == YAML_SEQUENCE_START_EVENT ? event.data.sequence_start.anchor : event.data.mapping_start.anchor
+                open.append((name(anchor), nodes))
+                if open.count > yamlMaxDepth { return "\(path):\(line): nested deeper than \(yamlMaxDepth) levels" }
+            case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                if let o = open.popLast(), let a = o.anchor { sizes[a] = nodes - o.first + 1 }
+            case YAML_ALIAS_EVENT:
+                nodes += name(event.data.alias.anchor).flatMap { sizes[$0] } ?? 1
+            default:
+                break
+            }
+            if nodes > yamlMaxNodes {
+                return "\(path):\(line): more than \(yamlMaxNodes) nodes once aliases are expanded"
+            }
+        }
+    }
+    if let problem { throw ConfigError(problem) }
 }
 
 func checkSchema(_ f: inout Fields) throws(ConfigError) {
@@ -200,6 +307,9 @@ public struct Matrix: Sendable, Equatable {
 
 public struct KnownBug: Sendable, Equatable {
     public var reference: String
+    /// The bug shows as this kernel log line (a WARN): that line then is the bug, not a failure,
+    /// and its absence means the bug is gone.
+    public var kernelLog: String? = nil
     /// What a fixed kernel returns; the bug no longer reproducing is then reported as a failure
     /// telling to update the config, never as a silent pass.
     public var fixedOutcome: String?
@@ -223,6 +333,8 @@ public struct Expectation: Sendable, Equatable {
     public var unmapped: ByteExpectation?
     /// Bytes the map must charge to the process's locked/pinned memory.
     public var accounted: ByteExpectation?
+    /// Level the IOMMU must map at ("4K", "2M", "1G"), checked where debugfs tells.
+    public var iommuPage: String? = nil
     public var knownBug: KnownBug?
 
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
@@ -285,18 +397,25 @@ public struct Expectations: Sendable, Equatable {
             }
             let unmapped = try bytes("unmapped")
             let accounted = try bytes("accounted")
+            let page = try e.string("iommu_page")
+            if let page, !["4K", "2M", "1G"].contains(page) {
+                throw ConfigError("\(loc): iommu_page \"\(page)\" must be 4K, 2M or 1G")
+            }
             var bug: KnownBug?
             if let bn = e.node("known_bug") {
                 var b = try Fields(bn, file, what: "known_bug")
                 guard let ref = try b.string("reference") else { throw ConfigError("\(b.location): known_bug needs \"reference\"") }
                 let fixed = try b.string("fixed_outcome")
                 if let fixed, !validOutcome(fixed) { throw ConfigError("\(b.location): fixed_outcome \"\(fixed)\" is not ok or an errno name") }
-                try b.finish(allowed: ["reference", "fixed_outcome"])
-                bug = KnownBug(reference: ref, fixedOutcome: fixed)
+                let log = try b.string("kernel_log")
+                if log?.isEmpty == true { throw ConfigError("\(b.location): kernel_log must not be empty") }
+                try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log"])
+                bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed)
             }
-            try e.finish(allowed: ["kind", "backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "known_bug"])
+            try e.finish(allowed: ["kind", "backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
             rows.append(Expectation(line: loc, kinds: kinds, backends: backends, phases: phases, flags: flags, kernel: kernel,
-                                    outcome: outcome, decidedBy: decided, unmapped: unmapped, accounted: accounted, knownBug: bug))
+                                    outcome: outcome, decidedBy: decided, unmapped: unmapped, accounted: accounted, iommuPage: page,
+                                    knownBug: bug))
         }
         try f.finish(allowed: ["schema", "expectations"])
         return Expectations(rows: rows)
@@ -322,7 +441,21 @@ public struct Expectations: Sendable, Equatable {
                 problems.append("got \(got), expected \(row.outcome)")
             }
         }
-        for c in r.checks where !c.passed { problems.append("\(c.name): \(c.detail)") }
+        // A known bug that shows as a kernel log line: that line is the bug reproducing.
+        var bugSeen = row.knownBug?.kernelLog == nil
+        for c in r.checks where !c.passed {
+            if c.name == "kernel-log", let sig = row.knownBug?.kernelLog, c.detail.contains(sig) {
+                bugSeen = true
+                continue
+            }
+            problems.append("\(c.name): \(c.detail)")
+        }
+        if !bugSeen, let bug = row.knownBug, let sig = bug.kernelLog {
+            problems.append("known bug \(bug.reference) no longer reproduces: no kernel log line with \"\(sig)\"; update \(row.line)")
+        }
+        if got == "ok", let want = row.iommuPage, let have = r.iommuPageSize, have != want {
+            problems.append("IOMMU mapped it with \(have) pages, expected \(want)")
+        }
         func want(_ b: ByteExpectation) -> UInt64 { if case .bytes(let n) = b { return n } else { return r.size } }
         // An accepted map must unmap exactly what it mapped unless the row says otherwise.
         let u = row.unmapped ?? .mappedSize

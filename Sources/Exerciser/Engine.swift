@@ -40,8 +40,8 @@ public final class Engine {
         guard let group = pci.iommuGroup else {
             throw UsageError("\(pci.address) has no IOMMU group (is the IOMMU enabled? intel_iommu=on)")
         }
-        guard FileManager.default.fileExists(atPath: "/dev/vfio/vfio") else {
-            throw UsageError("/dev/vfio/vfio is missing (modprobe vfio-pci)")
+        guard FileManager.default.fileExists(atPath: "/dev/vfio/vfio") || FileManager.default.fileExists(atPath: "/dev/iommu") else {
+            throw UsageError("neither /dev/vfio/vfio nor /dev/iommu exists (modprobe vfio-pci)")
         }
         self.pci = pci
         self.group = group
@@ -108,11 +108,18 @@ public final class Engine {
 
 struct BackendUnavailable: Error { var reason: String }
 
-/// Container + group (+ device once opened) for one backend, torn down in order.
+/// The DMA space (a container, or an IOAS), the group or cdev, and the device once opened,
+/// for one backend; torn down in order: unmap → detach → device → group → container.
 final class Session {
     let backend: BackendKind
-    let container: Container
-    let group: Group
+    let space: DMASpace
+    /// The VFIO container, when the backend has one (for VADDR and extensions).
+    let container: Container?
+    let group: Group?
+    #if IOMMUFD_UAPI
+    var iommufd: IOMMUFD?
+    var ioas: IOAS?
+    #endif
     let options: RunOptions
     let pci: PCIDevice
     var info: IOMMUInfo
@@ -131,16 +138,43 @@ final class Session {
         self.backend = backend
         self.options = options
         self.pci = pci
+        guard let path = backend.containerPath else {
+            #if IOMMUFD_UAPI
+            guard FileManager.default.fileExists(atPath: "/dev/iommu") else {
+                throw BackendUnavailable(reason: "no /dev/iommu (kernel without CONFIG_IOMMUFD)")
+            }
+            guard Session.cdev(pci.address) != nil else {
+                throw BackendUnavailable(reason: "no VFIO device cdev for \(pci.address) (kernel without CONFIG_VFIO_DEVICE_CDEV)")
+            }
+            let fd = try IOMMUFD()
+            let ioas = try fd.allocIOAS()
+            guard case .success(let i) = ioas.info() else { throw UsageError("IOMMU_IOAS_IOVA_RANGES failed") }
+            self.iommufd = fd
+            self.ioas = ioas
+            self.space = ioas
+            self.container = nil
+            self.group = nil
+            self.info = i
+            self.iova = IOVAAllocator(ranges: i.iovaRanges)
+            return
+            #else
+            throw BackendUnavailable(reason: "built without iommufd UAPI headers (run scripts/fetch-uapi.sh, then rebuild)")
+            #endif
+        }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw BackendUnavailable(reason: path == "/dev/iommu" ? "no /dev/iommu (kernel without CONFIG_IOMMUFD)"
+                                                                  : "no \(path) (kernel without CONFIG_VFIO_CONTAINER, or vfio not loaded)")
+        }
         let container: Container
-        do { container = try Container(path: backend.containerPath) } catch {
+        do { container = try Container(path: path) } catch {
             throw UsageError("\(error)")
         }
         guard case .success(let v) = container.apiVersion(), v == VFIO_API_VERSION else {
-            throw UsageError("\(backend.containerPath): unexpected VFIO API version")
+            throw UsageError("\(path): unexpected VFIO API version")
         }
-        let type: IOMMUType = backend == .type1 ? .type1 : .type1v2
+        let type = backend.iommuType
         guard container.checkExtension(type.uapiValue) else {
-            throw BackendUnavailable(reason: "kernel does not offer \(type.rawValue) (VFIO_CHECK_EXTENSION)")
+            throw BackendUnavailable(reason: "\(path) does not offer \(type.rawValue) (VFIO_CHECK_EXTENSION)")
         }
         let group: Group
         do { group = try Group(number: number) } catch {
@@ -158,13 +192,38 @@ final class Session {
         case .failure(let e): throw UsageError("VFIO_IOMMU_GET_INFO: \(e.symbol)")
         }
         self.container = container
+        self.space = container
         self.group = group
         self.iova = IOVAAllocator(ranges: info.iovaRanges)
     }
 
+    /// /dev/vfio/devices/vfioN of a PCI device, from sysfs.
+    static func cdev(_ address: String) -> String? {
+        let dir = "\(PCIDevice.sysfs)/\(address)/vfio-dev"
+        guard let name = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.first(where: { $0.hasPrefix("vfio") }) else { return nil }
+        return "/dev/vfio/devices/\(name)"
+    }
+
     func openDevice() throws {
-        let dev = try group.device(pci.address)
+        let dev: Device
+        if let group {
+            dev = try group.device(pci.address)
+        } else {
+            #if IOMMUFD_UAPI
+            guard let path = Session.cdev(pci.address), let fd = iommufd, let ioas else { throw UsageError("no cdev") }
+            dev = try Device.openCdev(path, name: pci.address)
+            _ = try dev.bind(fd)
+            try dev.attach(ioas)
+            #else
+            throw UsageError("no group and no iommufd")
+            #endif
+        }
         device = dev
+        // Attaching a device adds its reserved regions (the MSI window) to an IOAS's ranges.
+        if group == nil, case .success(let i) = space.info() {
+            info = i
+            iova.ranges = i.iovaRanges.isEmpty ? iova.ranges : i.iovaRanges
+        }
         for r in try dev.bars() where r.index <= 5 {
             let name = "BAR\(r.index)"
             var mem: MappedMemory?
@@ -181,7 +240,7 @@ final class Session {
         let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
         memset(s.base, 0, s.length)
         guard let at = iova.allocate(UInt64(s.length)) else { dmaUnavailable = "no IOVA for the scratch page"; return }
-        if case .failure(let e) = container.map(vaddr: s.address, iova: at, size: UInt64(s.length), flags: .readWrite) {
+        if case .failure(let e) = space.map(vaddr: s.address, iova: at, size: UInt64(s.length), flags: .readWrite) {
             dmaUnavailable = "scratch page map failed: \(e.symbol)"
             return
         }
@@ -192,7 +251,7 @@ final class Session {
 
     func close() {
         if let s = scratch {
-            if case .success(let n) = container.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
+            if case .success(let n) = space.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
                 teardownProblems.append("scratch unmap reported \(n) bytes")
             }
             s.unmap()
@@ -201,10 +260,17 @@ final class Session {
         for b in bars { b.memory?.unmap() }
         bars.removeAll()
         dma = nil
+        #if IOMMUFD_UAPI
+        if group == nil { device?.detach() }
+        #endif
         device?.close()  // before the group: the other order gives EBUSY
         device = nil
-        group.close()
-        container.close()
+        group?.close()
+        container?.close()
+        #if IOMMUFD_UAPI
+        ioas?.destroy()
+        iommufd?.close()
+        #endif
     }
 
     /// The Intel IOMMU's page-table dump for this device, if debugfs has it.
@@ -213,7 +279,7 @@ final class Session {
     }
 
     func dmaAvail() -> UInt32? {
-        guard info.dmaAvail != nil, case .success(let i) = container.info() else { return nil }
+        guard info.dmaAvail != nil, case .success(let i) = space.info() else { return nil }
         return i.dmaAvail
     }
 }

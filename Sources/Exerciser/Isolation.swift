@@ -92,7 +92,7 @@ enum Isolation {
         var rec = Runner.record(c, iova: base, outcome: .lost(why))
         rec.cleanupOK = false
         // Whatever the child mapped lies in its window: take it out so the next case starts clean.
-        switch session.container.unmap(iova: base, size: size) {
+        switch session.space.unmap(iova: base, size: size) {
         case .success(let n): rec.properties["cleanup_unmapped"] = "\(n) bytes from the case's IOVA window"
         case .failure(let e): rec.checks.append(Check("window-cleanup", false, "UNMAP_DMA of the case's window: \(e.symbol)"))
         }

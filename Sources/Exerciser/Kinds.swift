@@ -1,3 +1,5 @@
+import VFIO
+
 /// Every case kind a user can name. Region kinds build memory and map it; edge kinds probe
 /// argument checking. The backing for each region kind is one type in Regions/.
 public enum CaseKind: String, CaseIterable, Sendable, Codable {
@@ -100,10 +102,29 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     }
 }
 
-/// The backends a case can run on. iommufd variants are their own issue; the seam is here.
+/// The backends a case can run on: one row each, everything else derives from it.
 public enum BackendKind: String, CaseIterable, Sendable, Codable {
     case type1
     case type1v2
+    /// /dev/iommu opened as the VFIO container (iommufd's type1 emulation).
+    case iommufdCompatType1 = "iommufd-compat-type1"
+    case iommufdCompatType1v2 = "iommufd-compat-type1v2"
+    /// The VFIO device cdev bound to an iommufd IOAS.
+    case iommufd
 
-    public var containerPath: String { "/dev/vfio/vfio" }
+    /// The file opened as a VFIO container; nil for the native cdev path.
+    public var containerPath: String? {
+        switch self {
+        case .type1, .type1v2: return "/dev/vfio/vfio"
+        case .iommufdCompatType1, .iommufdCompatType1v2: return "/dev/iommu"
+        case .iommufd: return nil
+        }
+    }
+
+    public var iommuType: IOMMUType {
+        switch self {
+        case .type1, .iommufdCompatType1: return .type1
+        case .type1v2, .iommufdCompatType1v2, .iommufd: return .type1v2
+        }
+    }
 }

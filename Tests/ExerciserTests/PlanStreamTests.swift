@@ -456,3 +456,27 @@ final class PlanStreamTests: XCTestCase {
         XCTAssertEqual(report.exitCode, 1)
     }
 }
+
+/// The Intel IOMMU debugfs dump, as 7.3 prints it (captured in the test VM).
+final class IOMMUDebugfsTests: XCTestCase {
+    static let dump = """
+    Device 0000:00:03.0 @0x148be8000
+    IOVA_PFN         \tPML5E             \tPML4E             \tPDPE              \tPDE               \tPTE
+    0x0000000040000 |\t0x0000000000000000\t0x0000000000000000\t0x0000000100000083
+    0x0000000080000 |\t0x0000000000000000\t0x0000000000000000\t0x0000000149173403\t0x000000017b400083
+    0x0000000100000 |\t0x0000000000000000\t0x0000000000000000\t0x0000000149178403\t0x0000000149174403\t0x000000014e741003
+    0x0000000100001 |\t0x0000000000000000\t0x0000000000000000\t0x0000000149178403\t0x0000000149174403\t0x000000014e742003
+    """
+
+    func testLevels() {
+        XCTAssertEqual(IOMMUDebugfs.parse(Self.dump, iova: 0x4000_0000), "1G")
+        XCTAssertEqual(IOMMUDebugfs.parse(Self.dump, iova: 0x8000_0000), "2M")
+        XCTAssertEqual(IOMMUDebugfs.parse(Self.dump, iova: 0x1_0000_0000), "4K")
+        XCTAssertEqual(IOMMUDebugfs.parse(Self.dump, iova: 0x1_0000_1000), "4K")
+    }
+
+    func testUnmappedIOVAIsNil() {
+        XCTAssertNil(IOMMUDebugfs.parse(Self.dump, iova: 0x2_0000_0000))
+        XCTAssertNil(IOMMUDebugfs.parse("garbage | x\n|\n0xzz | 1 2 3", iova: 0))
+    }
+}

@@ -43,6 +43,23 @@ int cvfio_memfd_create(const char *name, unsigned int flags);
 /* statfs f_type of path, or -1 with errno. */
 long cvfio_fs_magic(const char *path);
 
+#if CVFIO_HAVE_IOMMUFD
+/* iommufd and the VFIO cdev ioctls (UAPI 6.6+; the package builds them only with such headers). */
+static const unsigned long CVFIO_IOMMU_DESTROY = IOMMU_DESTROY;
+static const unsigned long CVFIO_IOMMU_IOAS_ALLOC = IOMMU_IOAS_ALLOC;
+static const unsigned long CVFIO_IOMMU_IOAS_IOVA_RANGES = IOMMU_IOAS_IOVA_RANGES;
+static const unsigned long CVFIO_IOMMU_IOAS_MAP = IOMMU_IOAS_MAP;
+static const unsigned long CVFIO_IOMMU_IOAS_MAP_FILE = IOMMU_IOAS_MAP_FILE;
+static const unsigned long CVFIO_IOMMU_IOAS_UNMAP = IOMMU_IOAS_UNMAP;
+static const unsigned long CVFIO_DEVICE_BIND_IOMMUFD = VFIO_DEVICE_BIND_IOMMUFD;
+static const unsigned long CVFIO_DEVICE_ATTACH_IOMMUFD_PT = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
+static const unsigned long CVFIO_DEVICE_DETACH_IOMMUFD_PT = VFIO_DEVICE_DETACH_IOMMUFD_PT;
+static const unsigned long CVFIO_DEVICE_FEATURE = VFIO_DEVICE_FEATURE;
+/* cvfio_memlock_probe for an IOAS: the child maps with IOMMU_IOAS_MAP. */
+int cvfio_memlock_probe_ioas(int iommufd, uint32_t ioas_id, uint64_t iova, uint64_t size,
+                             uint64_t limit_bytes, uint64_t *unmapped_out);
+#endif
+
 /* Non-variadic ioctl: glibc's is variadic and not callable from Swift. */
 int cvfio_ioctl(int fd, unsigned long request, void *arg);
 int cvfio_ioctl_int(int fd, unsigned long request, unsigned long arg);

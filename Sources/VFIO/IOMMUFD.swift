@@ -1,0 +1,163 @@
+#if IOMMUFD_UAPI
+import CVFIO
+import SystemPackage
+
+/// /dev/iommu. Owns the fd; objects created in it (IOAS) die with it.
+public final class IOMMUFD {
+    public let fd: FileDescriptor
+    private var open = true
+
+    public init(path: String = "/dev/iommu") throws(SysError) {
+        fd = try Sys.open(path)
+    }
+
+    public func allocIOAS() throws(SysError) -> IOAS {
+        var a = iommu_ioas_alloc()
+        if case .failure(let e) = Sys.ioctl(fd, CVFIO_IOMMU_IOAS_ALLOC, &a, argsz: \.size) {
+            throw SysError("IOMMU_IOAS_ALLOC", e)
+        }
+        return IOAS(iommufd: self, id: a.out_ioas_id)
+    }
+
+    func destroy(_ id: UInt32) {
+        var d = iommu_destroy()
+        d.id = id
+        _ = Sys.ioctl(fd, CVFIO_IOMMU_DESTROY, &d, argsz: \.size)
+    }
+
+    public func close() {
+        if open { try? fd.close(); open = false }
+    }
+
+    deinit { close() }
+}
+
+/// An I/O address space in an iommufd.
+public final class IOAS: DMASpace {
+    public let iommufd: IOMMUFD
+    public let id: UInt32
+    private var live = true
+
+    init(iommufd: IOMMUFD, id: UInt32) {
+        self.iommufd = iommufd
+        self.id = id
+    }
+
+    /// VFIO's READ/WRITE bits in iommufd's terms; other bits pass through untouched.
+    static func ioasFlags(_ raw: UInt32) -> UInt32 {
+        var f = raw & ~(DMAFlags.read.rawValue | DMAFlags.write.rawValue)
+        if raw & DMAFlags.read.rawValue != 0 { f |= IOMMU_IOAS_MAP_READABLE.rawValue }
+        if raw & DMAFlags.write.rawValue != 0 { f |= IOMMU_IOAS_MAP_WRITEABLE.rawValue }
+        return f | IOMMU_IOAS_MAP_FIXED_IOVA.rawValue
+    }
+
+    public func map(vaddr: UInt64, iova: UInt64, size: UInt64, flags: DMAFlags) -> Result<Void, Errno> {
+        map(vaddr: vaddr, iova: iova, size: size, rawFlags: flags.rawValue)
+    }
+
+    public func map(vaddr: UInt64, iova: UInt64, size: UInt64, rawFlags: UInt32) -> Result<Void, Errno> {
+        var m = iommu_ioas_map()
+        m.flags = Self.ioasFlags(rawFlags)
+        m.ioas_id = id
+        m.user_va = vaddr
+        m.length = size
+        m.iova = iova
+        return Sys.ioctl(iommufd.fd, CVFIO_IOMMU_IOAS_MAP, &m, argsz: \.size).map { _ in () }
+    }
+
+    /// IOMMU_IOAS_MAP_FILE (6.13+): map `length` bytes of a memfd (or dma-buf) at `start`.
+    public func mapFile(fd: Int32, start: UInt64, length: UInt64, iova: UInt64, flags: DMAFlags) -> Result<Void, Errno> {
+        var m = iommu_ioas_map_file()
+        m.flags = Self.ioasFlags(flags.rawValue)
+        m.ioas_id = id
+        m.fd = fd
+        m.start = start
+        m.length = length
+        m.iova = iova
+        return Sys.ioctl(iommufd.fd, CVFIO_IOMMU_IOAS_MAP_FILE, &m, argsz: \.size).map { _ in () }
+    }
+
+    public func unmap(iova: UInt64, size: UInt64) -> Result<UInt64, Errno> {
+        var u = iommu_ioas_unmap()
+        u.ioas_id = id
+        u.iova = iova
+        u.length = size
+        return Sys.ioctl(iommufd.fd, CVFIO_IOMMU_IOAS_UNMAP, &u, argsz: \.size).map { _ in u.length }
+    }
+
+    /// iova 0 and length UINT64_MAX is iommufd's "everything".
+    public func unmapAll() -> Result<UInt64, Errno> {
+        unmap(iova: 0, size: UInt64.max)
+    }
+
+    /// IOMMU_IOAS_IOVA_RANGES, asked once for the count and again with room for all of them.
+    public func info() -> Result<IOMMUInfo, Errno> {
+        var count: UInt32 = 0
+        for _ in 0..<4 {
+            var ranges = [iommu_iova_range](repeating: iommu_iova_range(), count: Int(count))
+            var q = iommu_ioas_iova_ranges()
+            q.ioas_id = id
+            q.num_iovas = count
+            let r: Result<Int32, Errno> = ranges.withUnsafeMutableBufferPointer { buf in
+                q.allowed_iovas = UInt64(UInt(bitPattern: buf.baseAddress))
+                return Sys.ioctl(iommufd.fd, CVFIO_IOMMU_IOAS_IOVA_RANGES, &q, argsz: \.size)
+            }
+            switch r {
+            case .failure(.messageTooLong) where q.num_iovas > count:
+                count = q.num_iovas
+                continue
+            case .failure(let e):
+                return .failure(e)
+            case .success:
+                if q.num_iovas > count { count = q.num_iovas; continue }
+                let list = ranges.prefix(Int(q.num_iovas)).map { IOVARange(start: $0.start, end: $0.last) }
+                return .success(IOMMUInfo(pageSizes: q.out_iova_alignment, iovaRanges: list, dmaAvail: nil))
+            }
+        }
+        return .failure(.resourceTemporarilyUnavailable)
+    }
+
+    public func mapInLimitedChild(iova: UInt64, size: UInt64, limit: UInt64) -> Result<UInt64, MemlockProbeError> {
+        var unmapped: UInt64 = 0
+        let r = cvfio_memlock_probe_ioas(iommufd.fd.rawValue, id, iova, size, limit, &unmapped)
+        if r == 0 { return .success(unmapped) }
+        if r > 0 { return .failure(.map(Errno(rawValue: r))) }
+        return .failure(.setup(Errno(rawValue: -r)))
+    }
+
+    public func destroy() {
+        if live { iommufd.destroy(id); live = false }
+    }
+
+    deinit { destroy() }
+}
+
+extension Device {
+    /// Opens a VFIO device cdev (/dev/vfio/devices/vfioN): no group, no container.
+    public static func openCdev(_ path: String, name: String) throws(SysError) -> Device {
+        Device(name: name, fd: try Sys.open(path))
+    }
+
+    public func bind(_ iommufd: IOMMUFD) throws(SysError) -> UInt32 {
+        var b = vfio_device_bind_iommufd()
+        b.iommufd = iommufd.fd.rawValue
+        if case .failure(let e) = Sys.ioctl(fd, CVFIO_DEVICE_BIND_IOMMUFD, &b, argsz: \.argsz) {
+            throw SysError("VFIO_DEVICE_BIND_IOMMUFD", e)
+        }
+        return b.out_devid
+    }
+
+    public func attach(_ ioas: IOAS) throws(SysError) {
+        var a = vfio_device_attach_iommufd_pt()
+        a.pt_id = ioas.id
+        if case .failure(let e) = Sys.ioctl(fd, CVFIO_DEVICE_ATTACH_IOMMUFD_PT, &a, argsz: \.argsz) {
+            throw SysError("VFIO_DEVICE_ATTACH_IOMMUFD_PT", e)
+        }
+    }
+
+    public func detach() {
+        var d = vfio_device_detach_iommufd_pt()
+        _ = Sys.ioctl(fd, CVFIO_DEVICE_DETACH_IOMMUFD_PT, &d, argsz: \.argsz)
+    }
+}
+#endif
