@@ -54,5 +54,14 @@ let package = Package(
             swiftSettings: uapiSwift
         ),
         .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO"], swiftSettings: uapiSwift),
+        // The command line in process (@testable executable target) and the built binary.
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "vfio-exerciser", "Exerciser",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: uapiSwift
+        ),
     ]
 )

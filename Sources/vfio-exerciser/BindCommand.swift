@@ -12,6 +12,10 @@ struct Bind: ParsableCommand {
     @Flag(help: "Bind even if the device looks in use or its IOMMU group holds devices on host drivers.")
     var force = false
 
+    func validate() throws {
+        try validatePCIAddress(device, "device")
+    }
+
     func run() throws {
         if let e = try Binding.bind(device, force: force) {
             print("\(e.device): \(e.originalDriver ?? "no driver") → vfio-pci (undo with `vfio-exerciser unbind \(e.device)`)")
@@ -37,6 +41,8 @@ struct Unbind: ParsableCommand {
 
     func validate() throws {
         if (device != nil) == all { throw ValidationError("give a PCI address or --all") }
+        if let device { try validatePCIAddress(device, "device") }
+        if let pid = afterPid, pid <= 0 { throw ValidationError("--after-pid \(pid) is not a process id") }
     }
 
     func run() throws {

@@ -50,6 +50,10 @@ struct MatrixOptions: ParsableArguments {
         return a
     }
 
+    func validate() throws {
+        try validateSeconds(caseTimeout, "--case-timeout")
+    }
+
     func load() throws -> (dir: String, matrix: Matrix, expectations: Expectations) {
         let dir = try ConfigLocator.find(configs)
         return (dir, try Matrix.load(dir + "/matrix.yaml"), try Expectations.load(dir + "/expectations.yaml"))
@@ -73,6 +77,33 @@ struct MatrixOptions: ParsableArguments {
             print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
         }
     }
+}
+
+/// A timeout must be a positive, finite number of seconds the code can turn into nanoseconds
+/// (`UInt64(timeout * 1e9)`) and an `Int` (the guest's kernel command line).
+func validateSeconds(_ value: Double, _ option: String) throws {
+    guard value.isFinite, value > 0, value <= 1_000_000 else {
+        throw ValidationError("\(option) \(value) is not a number of seconds between 0 and 1000000")
+    }
+}
+
+/// The shape of "0000:03:00.0" or "03:00.0" (hex digits; whether it exists is for sysfs to say):
+/// anything else is refused before it becomes a sysfs path ("../.." would reach files outside
+/// /sys/bus/pci/devices).
+func validatePCIAddress(_ address: String, _ what: String) throws {
+    func hex(_ s: Substring, _ digits: ClosedRange<Int>) -> Bool {
+        digits.contains(s.count) && s.allSatisfy { $0.isASCII && $0.isHexDigit }
+    }
+    var parts = address.split(separator: ":", omittingEmptySubsequences: false)
+    if parts.count == 3 { guard hex(parts.removeFirst(), 4...8) else { throw badAddress(address, what) } }
+    let devfn = parts.last?.split(separator: ".", omittingEmptySubsequences: false) ?? []
+    guard parts.count == 2, hex(parts[0], 2...2), devfn.count == 2, hex(devfn[0], 2...2), hex(devfn[1], 1...1) else {
+        throw badAddress(address, what)
+    }
+}
+
+private func badAddress(_ address: String, _ what: String) -> ValidationError {
+    ValidationError("\(what) \"\(address)\" is not a PCI address such as 0000:03:00.0")
 }
 
 func progress(_ s: String) {

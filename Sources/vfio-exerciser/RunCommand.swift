@@ -42,6 +42,10 @@ struct Run: ParsableCommand {
     @Flag(help: "With --bind: bind even if the device looks in use.")
     var force = false
 
+    func validate() throws {
+        try validatePCIAddress(device, "--device")
+    }
+
     func run() throws {
         let (_, m, expectations) = try matrix.load()
         if bind, let entry = try Binding.bind(device, force: force) {

@@ -49,6 +49,10 @@ struct VM: ParsableCommand {
     @Option(help: "Run this shell script in the guest instead of the matrix; its output on /dev/ttyS1 is printed.")
     var guestScript: String?
 
+    func validate() throws {
+        try validateSeconds(timeout, "--timeout")
+    }
+
     func run() throws {
         do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
             throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
