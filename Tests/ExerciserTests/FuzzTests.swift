@@ -12,7 +12,8 @@ import Yams
 final class FuzzTests: XCTestCase {
     static let seed: UInt64 = 0x5EED_F1F0_2026_0001
     static let count = 12_000
-    static let perInputLimit = 1.0
+    /// Long enough that only a hang (not a loaded CI machine) trips it: speed is not measured here.
+    static let perInputLimit = 10.0
 
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
@@ -106,7 +107,7 @@ final class FuzzTests: XCTestCase {
         for o in outcomes {
             if o.seconds > slowest.seconds { slowest = (o.seconds, o.index) }
             var why: String?
-            if o.seconds > Self.perInputLimit { why = String(format: "took %.2f s (limit 1 s)", o.seconds) }
+            if o.seconds > Self.perInputLimit { why = String(format: "took %.2f s (limit %.0f s)", o.seconds, Self.perInputLimit) }
             if let message = o.message {
                 rejected[o.asMatrix ? 0 : 1] += 1
                 if let p = Self.problem(with: message, path: o.path) { why = (why.map { $0 + "; " } ?? "") + p }
