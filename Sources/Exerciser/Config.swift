@@ -251,6 +251,8 @@ public struct CaseTemplate: Sendable, Equatable {
     public var size: UInt64
     public var flags: [String]
     public var phases: [Phase]
+    /// Only these backends run the case (nil: every backend of the matrix).
+    public var backends: [BackendKind]? = nil
 }
 
 /// configs/matrix.yaml: which backends and kinds run, with sizes and flags.
@@ -295,8 +297,12 @@ public struct Matrix: Sendable, Equatable {
                     phases.append(ph)
                 }
             }
-            try c.finish(allowed: ["kind", "size", "flags", "phases"])
-            cases.append(CaseTemplate(kind: kind, size: size, flags: flags, phases: phases))
+            let only = try parseBackends(c.strings("backends"), c.location)
+            if let o = only, let b = o.first(where: { !backends.contains($0) }) {
+                throw ConfigError("\(c.location): backend \(b.rawValue) is not in the matrix's backends")
+            }
+            try c.finish(allowed: ["kind", "size", "flags", "phases", "backends"])
+            cases.append(CaseTemplate(kind: kind, size: size, flags: flags, phases: phases, backends: only))
         }
         try f.finish(allowed: ["schema", "backends", "cases"])
         return Matrix(backends: backends, cases: cases)
@@ -325,6 +331,7 @@ public struct Expectation: Sendable, Equatable {
     public var line: String
     public var kinds: [CaseKind]
     public var backends: [BackendKind]?
+    public var exceptBackends: [BackendKind] = []
     public var phases: [Phase]?
     public var flags: [String]?
     public var kernel: KernelRange
@@ -340,6 +347,7 @@ public struct Expectation: Sendable, Equatable {
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
         guard let k = CaseKind(rawValue: r.kind), kinds.contains(k) else { return false }
         if let b = backends, !b.map(\.rawValue).contains(r.backend) { return false }
+        if exceptBackends.map(\.rawValue).contains(r.backend) { return false }
         if let p = phases, !p.contains(r.phase) { return false }
         if let f = flags, Set(f) != Set(r.flags) { return false }
         return kernel.contains(v)
@@ -369,6 +377,8 @@ public struct Expectations: Sendable, Equatable {
             var kinds: [CaseKind] = []
             for n in kn { kinds.append(try parseKind(n, loc)) }
             let backends = try parseBackends(e.strings("backends"), loc)
+            let except = try parseBackends(e.strings("except_backends"), loc) ?? []
+            if backends != nil && !except.isEmpty { throw ConfigError("\(loc): give backends or except_backends, not both") }
             var phases: [Phase]?
             if let ps = try e.strings("phases") {
                 phases = []
@@ -412,8 +422,8 @@ public struct Expectations: Sendable, Equatable {
                 try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log"])
                 bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed)
             }
-            try e.finish(allowed: ["kind", "backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
-            rows.append(Expectation(line: loc, kinds: kinds, backends: backends, phases: phases, flags: flags, kernel: kernel,
+            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
+            rows.append(Expectation(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, flags: flags, kernel: kernel,
                                     outcome: outcome, decidedBy: decided, unmapped: unmapped, accounted: accounted, iommuPage: page,
                                     knownBug: bug))
         }

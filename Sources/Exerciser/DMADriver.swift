@@ -12,6 +12,12 @@ public protocol DMADriver: AnyObject {
     func read(from iova: UInt64, count: Int) throws -> Void
     /// Device buffer → IOVA (the device writes memory).
     func write(to iova: UInt64, count: Int) throws -> Void
+    /// The buffer itself, when the CPU can look at it (no round trip through a scratch page).
+    var visibleBuffer: [UInt8]? { get }
+}
+
+extension DMADriver {
+    public var visibleBuffer: [UInt8]? { nil }
 }
 
 public struct DMAError: Error, CustomStringConvertible {
@@ -69,4 +75,27 @@ public final class EduDriver: DMADriver {
     public func write(to iova: UInt64, count: Int) throws {
         try run(src: Self.bufferAddress, dst: iova, count: count, toRAM: true)
     }
+}
+
+/// The data check through an mdev's external path: vfio_dma_rw() copies between the IOVA and a
+/// buffer in the test module's ioctl, standing in for a device's DMA buffer.
+public final class MdevRWDriver: DMADriver {
+    public let name = "mdev vfio_dma_rw"
+    public let bufferSize = 4095
+    let pins: ExternalPins
+    var buffer = [UInt8](repeating: 0, count: 4095)
+
+    public init(pins: ExternalPins) { self.pins = pins }
+
+    func rw(_ iova: UInt64, _ count: Int, write: Bool) throws {
+        let r = buffer.withUnsafeMutableBytes { pins.rw(iova: iova, buffer: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), write: write) }
+        if case .failure(let e) = r { throw DMAError(description: "vfio_dma_rw(\(write ? "write" : "read") 0x\(String(iova, radix: 16))): \(e.symbol)") }
+    }
+
+    /// vfio_dma_rw works only in the mm that mapped the IOVA, so reads are checked here rather
+    /// than through the session's scratch page (mapped by the parent, not by a case's child).
+    public var visibleBuffer: [UInt8]? { buffer }
+
+    public func read(from iova: UInt64, count: Int) throws { try rw(iova, count, write: false) }
+    public func write(to iova: UInt64, count: Int) throws { try rw(iova, count, write: true) }
 }

@@ -71,8 +71,14 @@ struct DataCheck {
                 let want = expect(off)
                 memset(scratch.base, Int32(~want[0]), len)
                 try dma.read(from: iova(base, off), count: len)
-                try dma.write(to: scratchIOVA, count: len)
-                if let m = Self.mismatch(scratch.base, want) {
+                var seen: String?
+                if let visible = dma.visibleBuffer {
+                    seen = visible.withUnsafeBytes { Self.mismatch($0.baseAddress!, want) }
+                } else {
+                    try dma.write(to: scratchIOVA, count: len)
+                    seen = Self.mismatch(scratch.base, want)
+                }
+                if let m = seen {
                     throw Failure(detail: "page +0x\(String(off, radix: 16)) read via IOVA 0x\(String(iova(base, off), radix: 16)): \(m)")
                 }
             }

@@ -134,10 +134,27 @@ final class Session {
     var teardownProblems: [String] = []
     let kmsg = KernelLog()
 
-    init(backend: BackendKind, group number: Int, options: RunOptions, pci: PCIDevice) throws {
+    /// The mdev the mdev backends use in place of the PCI device.
+    var mdev: MdevDevice?
+    var pins: ExternalPins?
+
+    init(backend: BackendKind, group pciGroup: Int, options: RunOptions, pci: PCIDevice) throws {
         self.backend = backend
         self.options = options
         self.pci = pci
+        var number = pciGroup
+        if backend.isMdev {
+            let all = MdevDevice.all()
+            let test = all.first { $0.type.hasPrefix("vfio_exerciser_test") }
+            let pick = backend == .mdevPin ? test : (all.first { $0.type.hasPrefix("mtty") } ?? test)
+            guard let m = pick else {
+                throw BackendUnavailable(reason: backend == .mdevPin
+                    ? "no mdev of the test module (kmod/ vfio_exerciser_test not loaded)"
+                    : "no mdev (neither the mtty sample nor the test module)")
+            }
+            mdev = m
+            number = m.group
+        }
         guard let path = backend.containerPath else {
             #if IOMMUFD_UAPI
             guard FileManager.default.fileExists(atPath: "/dev/iommu") else {
@@ -207,7 +224,7 @@ final class Session {
     func openDevice() throws {
         let dev: Device
         if let group {
-            dev = try group.device(pci.address)
+            dev = try group.device(mdev?.uuid ?? pci.address)
         } else {
             #if IOMMUFD_UAPI
             guard let path = Session.cdev(pci.address), let fd = iommufd, let ioas else { throw UsageError("no cdev") }
@@ -224,17 +241,29 @@ final class Session {
             info = i
             iova.ranges = i.iovaRanges.isEmpty ? iova.ranges : i.iovaRanges
         }
-        for r in try dev.bars() where r.index <= 5 {
+        if backend == .mdevPin { pins = ExternalPins(device: dev) }
+        for r in try (backend.isMdev ? [] : dev.bars()) where r.index <= 5 {
             let name = "BAR\(r.index)"
             var mem: MappedMemory?
             if r.mmappable { mem = try? dev.mmap(r) }
             bars.append(BARMapping(name: name, region: r, memory: mem, device: dev))
         }
         guard options.dataCheck else { dmaUnavailable = "data check disabled"; return }
-        guard EduDriver.matches(pci), let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory else { return }
-        try dev.enableBusMaster()
-        let edu = EduDriver(bar0: bar0)
-        guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
+        let driver: DMADriver
+        switch backend {
+        case .mdevMap:
+            dmaUnavailable = "map only: a container holding only an mdev group pins nothing"
+            return
+        case .mdevPin:
+            guard let pins else { return }
+            driver = MdevRWDriver(pins: pins)
+        default:
+            guard EduDriver.matches(pci), let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory else { return }
+            try dev.enableBusMaster()
+            let edu = EduDriver(bar0: bar0)
+            guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
+            driver = edu
+        }
         // A page mapped at its own IOVA: data travels region → device → scratch and back.
         // Shared, so a forked case child writes the very page the IOMMU maps (no COW copy).
         let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
@@ -246,7 +275,7 @@ final class Session {
         }
         scratch = s
         scratchIOVA = at
-        dma = edu
+        dma = driver
     }
 
     func close() {
@@ -275,7 +304,8 @@ final class Session {
 
     /// The Intel IOMMU's page-table dump for this device, if debugfs has it.
     func iommuPageSize(iova: UInt64) -> String? {
-        IOMMUDebugfs.pageSize(device: pci.address, iova: iova)
+        // An mdev-only container has no IOMMU domain: nothing to read.
+        backend.isMdev ? nil : IOMMUDebugfs.pageSize(device: pci.address, iova: iova)
     }
 
     func dmaAvail() -> UInt32? {

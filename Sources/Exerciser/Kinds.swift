@@ -22,6 +22,10 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case barPlusAnon = "bar-plus-anon"
     case mlocked
     case memfdSecret = "memfd-secret"
+    /// VM_MIXEDMAP vmas from the test module (kmod/): pfns without struct page (special PTEs,
+    /// the 2022 follow_pfn_pte bug's path) and ordinary pages.
+    case mixedmapSpecial = "mixedmap-special"
+    case mixedmapPage = "mixedmap-page"
     // Argument edges.
     case unalignedVaddr = "unaligned-vaddr"
     case sizeZero = "size-zero"
@@ -33,6 +37,10 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case vaddrUpdate = "vaddr-update"
     case unmapSubrange = "unmap-subrange"
     case unmapAll = "unmap-all"
+
+    /// mdev backends exercise the pin path of memory: no argument edges (they need an IOMMU
+    /// domain to mean much) and no BARs (an mdev has none of the PCI device's).
+    public var runsOnMdev: Bool { !isEdge && self != .bar && self != .barPlusAnon }
 
     public var isEdge: Bool {
         switch self {
@@ -88,6 +96,8 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .barPlusAnon: return "one range spanning an anonymous vma and a BAR vma"
         case .mlocked: return "mlock()ed private anonymous memory"
         case .memfdSecret: return "memfd_secret() memory (removed from the direct map)"
+        case .mixedmapSpecial: return "VM_MIXEDMAP vma of special PTEs (MMIO pfns, no struct page) from the test module"
+        case .mixedmapPage: return "VM_MIXEDMAP vma of ordinary struct-page pages from the test module"
         case .unalignedVaddr: return "vaddr not aligned to the IOMMU page size"
         case .sizeZero: return "size 0"
         case .flagsNone: return "neither READ nor WRITE"
@@ -111,11 +121,19 @@ public enum BackendKind: String, CaseIterable, Sendable, Codable {
     case iommufdCompatType1v2 = "iommufd-compat-type1v2"
     /// The VFIO device cdev bound to an iommufd IOAS.
     case iommufd
+    /// A type1v2 container holding only an mdev group: MAP_DMA pins nothing (the mtty sample's
+    /// mdev where the kernel has it, else the test module's).
+    case mdevMap = "mdev-map"
+    /// The same, then the test module's mdev pins the IOVA with vfio_pin_pages() and reads and
+    /// writes it with vfio_dma_rw(): the external path vendor mdev drivers use.
+    case mdevPin = "mdev-pin"
+
+    public var isMdev: Bool { self == .mdevMap || self == .mdevPin }
 
     /// The file opened as a VFIO container; nil for the native cdev path.
     public var containerPath: String? {
         switch self {
-        case .type1, .type1v2: return "/dev/vfio/vfio"
+        case .type1, .type1v2, .mdevMap, .mdevPin: return "/dev/vfio/vfio"
         case .iommufdCompatType1, .iommufdCompatType1v2: return "/dev/iommu"
         case .iommufd: return nil
         }
@@ -124,7 +142,7 @@ public enum BackendKind: String, CaseIterable, Sendable, Codable {
     public var iommuType: IOMMUType {
         switch self {
         case .type1, .iommufdCompatType1: return .type1
-        case .type1v2, .iommufdCompatType1v2, .iommufd: return .type1v2
+        case .type1v2, .iommufdCompatType1v2, .iommufd, .mdevMap, .mdevPin: return .type1v2
         }
     }
 }

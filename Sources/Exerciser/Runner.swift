@@ -51,7 +51,21 @@ struct Runner {
         let result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
         rec.mapNanos = monotonicNanos() - t0
         rec.outcome = Outcome(result)
-        if case .success = result {
+        // mdev-pin: the map pinned nothing; the outcome under test is the external pin.
+        var pinnedPages = 0
+        if case .success = result, let pins = session.pins {
+            rec.properties["map"] = "ok"
+            pinnedPages = min(Int(region.size) / PageSize.base, ExternalPins.maxPages)
+            switch pins.pin(iova: iova, pages: pinnedPages, write: planned.dmaFlags.contains(.write)) {
+            case .success(let n):
+                rec.properties["pinned_pages"] = "\(n) of \(pinnedPages)"
+                if Int(n) != pinnedPages { rec.checks.append(Check("pin-count", false, "vfio_pin_pages pinned \(n) of \(pinnedPages) pages")) }
+            case .failure(let e):
+                rec.outcome = .errno(e.symbol)
+                pinnedPages = 0
+            }
+        }
+        if rec.outcome == .ok {
             Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
@@ -63,6 +77,9 @@ struct Runner {
                 rec.properties["data"] = summary
             } else {
                 rec.properties["data"] = "not checkable: \(session.dmaUnavailable)"
+            }
+            if pinnedPages > 0, let pins = session.pins, case .failure(let e) = pins.unpin(iova: iova, pages: pinnedPages) {
+                rec.checks.append(Check("unpin", false, "UNPIN: \(e.symbol)"))
             }
             let t1 = monotonicNanos()
             let u = container.unmap(iova: iova, size: region.size)
@@ -76,6 +93,11 @@ struct Runner {
                 rec.checks.append(Check("accounting-restored", left == 0,
                                         left == 0 ? "locked/pinned memory back to its baseline" : "\(left) bytes still charged after unmap"))
             }
+        } else if case .success = result {
+            // The map succeeded but the pin was refused: the mapping must still unmap whole.
+            let u = container.unmap(iova: iova, size: region.size)
+            rec.checks.append(Check("unmap-after-refused-pin", (try? u.get()) == region.size,
+                                    "unmap reported \((try? u.get()).map(String.init) ?? "an error") of \(region.size) bytes"))
         } else {
             // A refused map must leave nothing behind: unmapping the range finds 0 bytes.
             if case .success(let n) = container.unmap(iova: iova, size: region.size) {

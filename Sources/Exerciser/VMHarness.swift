@@ -139,6 +139,15 @@ public struct VMHarness {
         let configs = [(config.configsDir + "/matrix.yaml", "/etc/vfio-exerciser/matrix.yaml"),
                        (config.configsDir + "/expectations.yaml", "/etc/vfio-exerciser/expectations.yaml")]
         for (src, dst) in configs + files { cmd += ["--file", src + ":" + dst] }
+        // The test module (kmod/) for the mixedmap kinds and the mdev backends; without it those
+        // cases skip, saying the module is not loaded.
+        let kmodLog = out.appendingPathComponent("kmod.log")
+        if let r = try? Self.sh([config.scriptsDir + "/build-test-module.sh", kdir, config.cacheDir + "/kmod"], stderrTo: kmodLog),
+           r.status == 0, let ko = r.out.split(whereSeparator: \.isNewline).last.map(String.init), ko.hasSuffix(".ko") {
+            cmd += ["--extra-module", ko]
+        } else {
+            FileHandle.standardError.write(Data("vfio-exerciser: warning: the test module did not build for \(config.kernel) (\(kmodLog.path)); its cases will skip\n".utf8))
+        }
         let b = try Self.sh(cmd, stderrTo: buildLog)
         guard b.status == 0 else { throw fail("building the initramfs", buildLog) }
 

@@ -38,6 +38,32 @@ final class PlanStreamTests: XCTestCase {
         XCTAssertEqual(Set(plan.map(\.id)).count, plan.count, "case ids must be unique: lost cases are found by id")
     }
 
+    func testMdevBackendsRunMemoryKindsOnly() {
+        let m = Matrix(backends: [.mdevMap, .type1], cases: Self.matrix.cases)
+        let plan = Planner.plan(m, backends: nil, kinds: nil, bars: ["BAR0"])
+        XCTAssertEqual(plan.filter { $0.backend == .mdevMap }.map(\.id), ["mdev-map/anon-private", "mdev-map/hugetlb-2M"],
+                       "no argument edges and no BARs on an mdev")
+        XCTAssertEqual(plan.filter { $0.backend == .type1 }.count, 2 * 2 + 2 + 1 + 1)
+    }
+
+    func testCaseBackendsNarrowWhereItRuns() throws {
+        let yaml = """
+        schema: 1
+        backends: [type1, type1v2]
+        cases:
+          - kind: anon-private
+          - kind: hugetlb-2M
+            backends: [type1v2]
+        """
+        let m = try Matrix.parse(try XCTUnwrap(Yams.compose(yaml: yaml)), file: "m.yaml")
+        XCTAssertEqual(Planner.plan(m, backends: nil, kinds: nil, bars: []).map(\.id),
+                       ["type1/anon-private", "type1v2/anon-private", "type1v2/hugetlb-2M"])
+        let bad = yaml.replacingOccurrences(of: "backends: [type1v2]", with: "backends: [iommufd]")
+        XCTAssertThrowsError(try Matrix.parse(try XCTUnwrap(Yams.compose(yaml: bad)), file: "m.yaml")) { e in
+            XCTAssertEqual("\(e)", "m.yaml:5: backend iommufd is not in the matrix's backends")
+        }
+    }
+
     func testPlanCarriesTemplateFields() {
         let plan = Planner.plan(Self.matrix, backends: [.type1], kinds: nil, bars: ["BAR0", "BAR2"])
         for c in plan {

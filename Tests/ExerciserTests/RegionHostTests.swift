@@ -189,7 +189,7 @@ final class RegionHostTests: XCTestCase {
     static let checkedKinds: Set<CaseKind> = [
         .anonPrivate, .anonUntouched, .anonShared, .memfd, .memfdHugetlb2M, .hugetlb2M, .hugetlb1G, .thp,
         .tmpfsFile, .fsFile, .readonlyWrite, .readonlyRead, .protNone, .hole, .partialHole, .bar, .barPlusAnon,
-        .mlocked, .memfdSecret,
+        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage,
     ]
 
     func testRegistryCoversEveryRegionKindOnce() {
@@ -316,6 +316,25 @@ final class RegionHostTests: XCTestCase {
         XCTAssertThrowsError(try build(.fsFile, context: Self.context(fsDir: "/dev/shm"))) { e in
             let reason = (e as? RegionUnavailable)?.reason ?? "not a RegionUnavailable: \(e)"
             XCTAssertTrue(reason.contains("ext2"), reason)
+        }
+    }
+
+    // MARK: - The test module's VM_MIXEDMAP vmas (kmod/; loaded in the VM, not on the host)
+
+    func testMixedmapKindsNeedTheTestModule() throws {
+        for kind in [CaseKind.mixedmapSpecial, .mixedmapPage] {
+            let size: UInt64 = 64 << 10
+            if FileManager.default.fileExists(atPath: "/dev/vfio_exerciser_test") {
+                let r = try build(kind, size: size)
+                XCTAssertTrue(r.properties["vma"]?.hasPrefix("VM_MIXEDMAP") == true, "\(r.properties)")
+                assertMapped(r.vaddr, r.vaddr + size, perms: "rw-s", kind.rawValue)
+                releaseAndCheck(r, kind.rawValue)
+            } else {
+                XCTAssertThrowsError(try build(kind, size: size)) { e in
+                    let reason = (e as? RegionUnavailable)?.reason ?? "not a RegionUnavailable: \(e)"
+                    XCTAssertEqual(reason, "/dev/vfio_exerciser_test: ENOENT (the test module vfio_exerciser_test is not loaded)")
+                }
+            }
         }
     }
 

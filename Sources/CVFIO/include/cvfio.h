@@ -60,6 +60,13 @@ int cvfio_memlock_probe_ioas(int iommufd, uint32_t ioas_id, uint64_t iova, uint6
                              uint64_t limit_bytes, uint64_t *unmapped_out);
 #endif
 
+/* The test module's UAPI (kmod/): VM_MIXEDMAP mmaps and an mdev that pins on request. */
+#include "../../../kmod/vfio_exerciser_test_uapi.h"
+static const unsigned long CVFIO_TEST_PIN = VFIO_EXERCISER_TEST_PIN;
+static const unsigned long CVFIO_TEST_UNPIN = VFIO_EXERCISER_TEST_UNPIN;
+static const unsigned long CVFIO_TEST_RW = VFIO_EXERCISER_TEST_RW;
+static const unsigned long CVFIO_TEST_PINNED = VFIO_EXERCISER_TEST_PINNED;
+
 /* Non-variadic ioctl: glibc's is variadic and not callable from Swift. */
 int cvfio_ioctl(int fd, unsigned long request, void *arg);
 int cvfio_ioctl_int(int fd, unsigned long request, unsigned long arg);

@@ -281,3 +281,36 @@ struct MemfdSecret: RegionBacking {
         return Region(vaddr: m.address, size: size, access: .readWrite, keep: [m, owner])
     }
 }
+
+/// An mmap of the test module's device (kmod/): VM_MIXEDMAP, MAP_SHARED.
+func testModuleRegion(size: UInt64, pgoff: Int, access: DataAccess, what: String) throws -> Region {
+    let path = VFIO_EXERCISER_TEST_DEV
+    let fd = open(path, O_RDWR | O_CLOEXEC)
+    guard fd >= 0 else {
+        throw RegionUnavailable("\(path): \(Errno(rawValue: errno).symbol) (the test module vfio_exerciser_test is not loaded)")
+    }
+    let owner = FDOwner(FileDescriptor(rawValue: fd))
+    let m: MappedMemory
+    do { m = try MappedMemory.map(length: Int(size), prot: Mem.rw, flags: MAP_SHARED, fd: fd, offset: pgoff * PageSize.base) } catch {
+        throw RegionUnavailable("mmap \(path) (\(what)): \(error)")
+    }
+    return Region(vaddr: m.address, size: size, access: access, properties: ["vma": "VM_MIXEDMAP \(what)"], keep: [m, owner])
+}
+
+struct MixedmapSpecial: RegionBacking {
+    static let kind = CaseKind.mixedmapSpecial
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        // Not touched: the PTEs appear when GUP faults them in (the path under test).
+        try testModuleRegion(size: size, pgoff: Int(VFIO_EXERCISER_TEST_PGOFF_SPECIAL), access: .none("MMIO of the second edu device"),
+                             what: "special PTEs")
+    }
+}
+
+struct MixedmapPage: RegionBacking {
+    static let kind = CaseKind.mixedmapPage
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        let r = try testModuleRegion(size: size, pgoff: Int(VFIO_EXERCISER_TEST_PGOFF_PAGE), access: .readWrite, what: "struct-page pages")
+        for off in stride(from: 0, to: Int(size), by: PageSize.base) { r.pointer.storeBytes(of: 0xA5, toByteOffset: off, as: UInt8.self) }
+        return r
+    }
+}

@@ -183,7 +183,7 @@ public enum Backings {
         AnonPrivate.self, AnonUntouched.self, AnonShared.self, Memfd.self, MemfdHugetlb2M.self,
         Hugetlb2M.self, Hugetlb1G.self, THP.self, TmpfsFile.self, FSFile.self, ReadonlyWrite.self,
         ReadonlyRead.self, ProtNone.self, Hole.self, PartialHole.self, BAR.self, BARPlusAnon.self,
-        Mlocked.self, MemfdSecret.self,
+        Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self,
     ]
 
     public static func backing(for kind: CaseKind) -> RegionBacking? {
