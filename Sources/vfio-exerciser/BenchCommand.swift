@@ -1,6 +1,297 @@
 import ArgumentParser
+import Exerciser
+import Foundation
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pinning throughput and latency per region kind (not yet implemented).")
-    func run() throws { throw ValidationError("bench is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        abstract: "Pinning throughput and per-call latency per region kind, size and backend; the tool's own cost; kernels compared.",
+        discussion: """
+        Each region is built once per (kind, size) and mapped and unmapped at one IOVA: --warmup pairs first, then up to
+        --repetitions timed pairs (each ioctl timed alone, CLOCK_MONOTONIC); a point stops early once it has
+        --min-repetitions samples and --budget seconds have passed. Statistics are nearest-rank percentiles of the
+        samples; GiB/s is size / median call time. With --c-helper, bench/map_bench.c runs the same anon-private loop
+        after each backend and the overhead table gives Swift median / C median per call (target ≤ 1.05).
+
+        On a machine with the device bound to vfio-pci: `bench --device BDF [--output run.json]`.
+        In the test VM, one boot per kernel, compared: `bench --vm --kernel debian:6.1 --kernel debian:7.3`
+        (builds the C helper with gcc, also times the default matrix per kernel; writes under --out).
+        Against a saved run: `--baseline run.json [--threshold 20]`. Exit 1 when a point failed, the guest had an
+        incident, or a kind got slower than the baseline beyond the threshold.
+        """)
+
+    // MARK: what to measure
+
+    @Option(help: "PCI address of the device, bound to vfio-pci (not with --vm).")
+    var device: String?
+
+    @Option(name: .customLong("backend"), help: "Backend (repeatable; default type1 and type1v2).")
+    var backends: [BackendKind] = []
+
+    @Option(name: .customLong("kind"), help: "Region kind (repeatable; default anon-private, memfd, hugetlb-2M, hugetlb-1G, thp, bar).")
+    var kinds: [CaseKind] = []
+
+    @Option(name: .customLong("size"), help: "Region size, e.g. 4K, 2M, 1G (repeatable; default 4K 64K 1M 2M 16M 128M 1G). hugetlb and thp use the multiples of their page size, bar the sizes up to the BAR's.")
+    var sizes: [String] = []
+
+    @Option(help: "Timed map+unmap pairs per point.")
+    var repetitions = 20
+
+    @Option(help: "Untimed pairs before them.")
+    var warmup = 2
+
+    @Option(help: "Pairs a point always gets, even past --budget.")
+    var minRepetitions = 5
+
+    @Option(help: "Seconds of sampling per point after which it stops (once it has --min-repetitions).")
+    var budget = 2.0
+
+    @Option(help: .hidden)
+    var iova: String?
+
+    @Option(help: "bench/map_bench (static) to run after each backend for the tool-overhead comparison.")
+    var cHelper: String?
+
+    @Option(help: "Directory on ext2/ext4 for fs-file.")
+    var fsDir = "/mnt/fs"
+
+    @Option(help: "Directory on tmpfs for tmpfs-file.")
+    var tmpfsDir = "/dev/shm"
+
+    // MARK: output and comparison
+
+    @Option(help: "Write the run as JSON here (schema vfio-exerciser-bench/1); the plot goes next to it (.svg).")
+    var output: String?
+
+    @Option(help: "Write the SVG plot here instead of next to --output.")
+    var plot: String?
+
+    @Option(help: "Append one JSON line per finished point here (the VM's serial port).")
+    var stream: String?
+
+    @Option(help: "A saved run (--output of an earlier bench) to compare with.")
+    var baseline: String?
+
+    @Option(help: "Percent a median may move before its kind is flagged.")
+    var threshold = 20.0
+
+    // MARK: in the test VM
+
+    @Flag(help: "Run in the test VM, one boot per --kernel, and compare the kernels.")
+    var vm = false
+
+    @Option(help: "Kernel for --vm (repeatable): debian:6.1, debian:6.12, debian:7.3 or a Debian version. Default: debian:6.1 and debian:7.3.")
+    var kernel: [String] = []
+
+    @Option(help: "Your own kernel image for --vm instead of a Debian package.")
+    var kernelImage: String?
+
+    @Option(help: "Modules for --kernel-image.")
+    var modules: String?
+
+    @Option(help: "Where --vm writes per kernel: bench.json, bench.svg, bench.txt, console.log; and the comparison.")
+    var out = "out/bench"
+
+    @Option(help: "Where kernels are downloaded and kept.")
+    var cache: String = {
+        let env = ProcessInfo.processInfo.environment
+        return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? "/root") + "/.cache")) + "/vfio-exerciser"
+    }()
+
+    @Option(help: "Seconds before a hung guest is killed.")
+    var timeout: Double = 600
+
+    @Flag(help: "Use KVM instead of TCG.")
+    var kvm = false
+
+    @Option(help: "Binary to run inside the guest (default: this one).")
+    var guestBinary: String?
+
+    @Option(help: "Directory holding matrix.yaml and expectations.yaml (for the matrix timing).")
+    var configs: String?
+
+    @Flag(help: "With --vm: skip the C helper (no overhead figures).")
+    var noCHelper = false
+
+    @Flag(help: "With --vm: do not also time the default matrix on each kernel.")
+    var noMatrixTime = false
+
+    /// Everything checkable without a kernel, at parse time.
+    func validate() throws {
+        if let d = device { try validatePCIAddress(d, "--device") }
+        guard (1...1_000_000).contains(repetitions) else { throw ValidationError("--repetitions must be between 1 and 1000000") }
+        guard (0...1_000_000).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 1000000") }
+        guard (1...1_000_000).contains(minRepetitions) else { throw ValidationError("--min-repetitions must be between 1 and 1000000") }
+        guard budget.isFinite, budget >= 0, budget <= 1_000_000 else { throw ValidationError("--budget must be between 0 and 1000000 seconds") }
+        guard threshold.isFinite, threshold > 0, threshold <= 1_000_000 else { throw ValidationError("--threshold must be a positive percentage") }
+        if vm { try validateSeconds(timeout, "--timeout") }
+        for s in sizes where parseSize(s).map({ $0 == 0 || $0 % 4096 != 0 }) ?? true {
+            throw ValidationError("--size \(s) is not a positive multiple of 4K (4K, 2M, 1G or bytes)")
+        }
+        for k in kinds where !BenchOptions.benchable(k) {
+            throw ValidationError("--kind \(k.rawValue) cannot be benchmarked (argument edges and bar-plus-anon have no size to sweep)")
+        }
+        if vm && device != nil { throw ValidationError("--device is for a local run; the VM's device is 0000:00:03.0") }
+        if vm && cHelper != nil { throw ValidationError("--c-helper is for a local run; --vm builds bench/map_bench.c itself") }
+        if !vm && (!kernel.isEmpty || kernelImage != nil) { throw ValidationError("--kernel and --kernel-image need --vm") }
+    }
+
+    func options(device: String) throws -> BenchOptions {
+        var o = BenchOptions(device: device)
+        if !backends.isEmpty { o.backends = backends }
+        if !kinds.isEmpty { o.kinds = kinds }
+        if !sizes.isEmpty {
+            o.sizes = try sizes.map { s in
+                guard let v = parseSize(s) else { throw UsageError("--size \(s): not a size (4K, 2M, 1G, bytes)") }
+                return v
+            }
+        }
+        o.repetitions = repetitions
+        o.warmup = warmup
+        o.minRepetitions = minRepetitions
+        o.budgetSeconds = budget
+        if let i = iova {
+            guard let v = i.hasPrefix("0x") ? UInt64(i.dropFirst(2), radix: 16) : UInt64(i) else { throw UsageError("--iova \(i): not a number") }
+            o.iova = v
+        }
+        o.cHelper = cHelper
+        o.fsDir = fsDir
+        o.tmpfsDir = tmpfsDir
+        try o.validate()
+        return o
+    }
+
+    /// The measuring options forwarded to the guest.
+    var guestArguments: [String] {
+        var a: [String] = []
+        for b in backends { a += ["--backend", b.rawValue] }
+        for k in kinds { a += ["--kind", k.rawValue] }
+        for s in sizes { a += ["--size", s] }
+        a += ["--repetitions", String(repetitions), "--warmup", String(warmup), "--min-repetitions", String(minRepetitions),
+              "--budget", String(budget)]
+        if let i = iova { a += ["--iova", i] }
+        return a
+    }
+
+    func run() throws {
+        let base = try baseline.map { try BenchRun.load($0) }
+        if vm { throw ExitCode(try runVM(baseline: base)) }
+        guard let device else { throw UsageError("bench needs --device BDF (or --vm)") }
+        let runner = try BenchRunner(options: try options(device: device), stream: stream)
+        let result = try runner.run(progress: progress)
+        progressDone()
+        print(BenchText.report(result), terminator: "")
+        if let o = output { try write(result, json: o, svg: plot ?? Self.svgPath(o)) } else if let p = plot { try write(BenchPlot.svg(result), to: p) }
+        var code: Int32 = Self.clean(result) ? 0 : 1
+        if let b = base {
+            let c = BenchComparison.compare(baseline: b, current: result, threshold: threshold / 100)
+            print("\n" + BenchText.comparison(c), terminator: "")
+            if let o = output { try write(c, to: Self.stem(o) + ".compare.json") }
+            if !c.slowerKinds.isEmpty { code = 1 }
+        }
+        throw ExitCode(code)
+    }
+
+    static func clean(_ r: BenchRun) -> Bool {
+        !r.points.contains { $0.status == .error } && r.incidents.isEmpty && r.cHelper?.error == nil
+            && !(r.cHelper?.points.contains { $0.status == .error } ?? false)
+    }
+
+    static func stem(_ path: String) -> String { path.hasSuffix(".json") ? String(path.dropLast(5)) : path }
+    static func svgPath(_ json: String) -> String { stem(json) + ".svg" }
+
+    func write(_ text: String, to path: String) throws {
+        do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw UsageError("cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+
+    func write<T: Encodable>(_ value: T, to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try write(String(decoding: try enc.encode(value), as: UTF8.self) + "\n", to: path)
+    }
+
+    func write(_ run: BenchRun, json: String, svg: String) throws {
+        try write(String(decoding: try run.encoded(), as: UTF8.self) + "\n", to: json)
+        try write(BenchPlot.svg(run), to: svg)
+    }
+
+    func absolute(_ p: String) -> String {
+        p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+    }
+
+    /// One boot per kernel (bench, then the default matrix for its timing), then the comparison.
+    func runVM(baseline: BenchRun?) throws -> Int32 {
+        _ = try options(device: "0000:00:03.0")  // validate here, not in the guest
+        do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
+            throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
+        }
+        guard let scripts = VMHarness.locateScripts() else { throw UsageError("cannot find scripts/fetch-kernel.sh (run from the repository)") }
+        let repo = URL(fileURLWithPath: scripts).deletingLastPathComponent().path
+        let configsDir = try ConfigLocator.find(configs)
+        let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
+        let outRoot = absolute(out)
+        try FileManager.default.createDirectory(atPath: outRoot, withIntermediateDirectories: true)
+        var helper: String?
+        if !noCHelper {
+            progress("building bench/map_bench.c")
+            helper = try VMHarness.buildCHelper(benchDir: repo + "/bench", out: outRoot + "/map_bench")
+        }
+        let kernels = kernelImage != nil ? ["local"] : (kernel.isEmpty ? ["debian:6.1", "debian:7.3"] : kernel)
+        var runs: [BenchRun] = []
+        var code: Int32 = 0
+        for k in kernels {
+            let name = k.replacingOccurrences(of: ":", with: "-")
+            var c = VMHarness.Config(cacheDir: absolute(cache), outDir: outRoot + "/" + name, scriptsDir: scripts,
+                                     configsDir: absolute(configsDir), guestBinary: guest)
+            c.kernel = k
+            c.kernelImage = kernelImage
+            c.modulesDir = modules
+            c.timeout = timeout
+            c.kvm = kvm
+            let outcome = try VMHarness(config: c, progress: progress).runBench(benchArgs: guestArguments, cHelper: helper)
+            progressDone()
+            guard var r = outcome.run else { continue }
+            if !noMatrixTime {
+                var mc = c
+                mc.outDir = c.outDir + "/matrix"
+                mc.timeout = 300
+                let m = try VMHarness(config: mc, progress: progress).run()
+                progressDone()
+                let rep = m.report
+                r.matrix = MatrixTiming(seconds: m.bootSeconds, passed: rep.count(.pass), failed: rep.count(.fail),
+                                        skipped: rep.count(.skip), xfail: rep.count(.xfail))
+                try Reporter.render(rep, format: .table, color: false).write(toFile: mc.outDir + "/report.txt", atomically: true, encoding: .utf8)
+            }
+            let text = BenchText.report(r)
+            try write(r, json: c.outDir + "/bench.json", svg: c.outDir + "/bench.svg")
+            try write(text, to: c.outDir + "/bench.txt")
+            print(text)
+            FileHandle.standardError.write(Data("\(k): bench in \(c.outDir)/bench.{json,svg,txt}\n".utf8))
+            if !Self.clean(r) { code = 1 }
+            runs.append(r)
+        }
+        var comparisons: [(BenchComparison, [BenchRun])] = []
+        if let b = baseline {
+            for r in runs { comparisons.append((BenchComparison.compare(baseline: b, current: r, threshold: threshold / 100), [b, r])) }
+        } else if let first = runs.first {
+            for r in runs.dropFirst() { comparisons.append((BenchComparison.compare(baseline: first, current: r, threshold: threshold / 100), [first, r])) }
+        }
+        for (c, pair) in comparisons {
+            let text = BenchText.comparison(c)
+            print(text)
+            let stem = outRoot + "/compare-" + [pair[0], pair[1]].map { ($0.label ?? $0.kernelRelease).replacingOccurrences(of: ":", with: "-") }.joined(separator: "-vs-")
+            try write(text, to: stem + ".txt")
+            try write(c, to: stem + ".json")
+            let backend = pair[1].settings.backends.contains("type1v2") ? "type1v2" : (pair[1].settings.backends.first ?? "type1v2")
+            try write(BenchPlot.svg(series: BenchPlot.series(comparing: pair, backend: backend),
+                                    title: "vfio-exerciser bench — \(pair[0].name) vs \(pair[1].name)",
+                                    subtitle: "\(backend); solid: \(pair[0].label ?? pair[0].kernelRelease), dashed: \(pair[1].label ?? pair[1].kernelRelease); GiB/s = size / median call time"),
+                      to: stem + ".svg")
+            FileHandle.standardError.write(Data("comparison in \(stem).{txt,json,svg}\n".utf8))
+            if !c.slowerKinds.isEmpty { code = 1 }
+        }
+        return code
+    }
 }

@@ -1,0 +1,160 @@
+import XCTest
+import Foundation
+@testable import Exerciser
+
+/// The bench's pure parts: statistics, the tool-overhead ratio, the baseline comparison, the
+/// serial stream, the saved file and the plot. The measuring itself runs in the VM.
+final class BenchTests: XCTestCase {
+
+    static let settings = BenchSettings(backends: ["type1v2"], kinds: ["anon-private"], sizes: [4096, 1 << 20], repetitions: 5,
+                                        warmup: 1, minRepetitions: 2, budgetSeconds: 1, iova: 1 << 32)
+
+    static func point(_ kind: String = "anon-private", backend: String = "type1v2", source: String = "swift", size: UInt64 = 4096,
+                      map: [UInt64], unmap: [UInt64]? = nil, status: BenchPoint.Status = .ok) -> BenchPoint {
+        BenchPoint(backend: backend, kind: kind, source: source, size: size, status: status, mapNanos: map, unmapNanos: unmap ?? map)
+    }
+
+    static func run(_ points: [BenchPoint], label: String = "debian:6.1", c: [BenchPoint] = []) -> BenchRun {
+        BenchRun(kernelRelease: "6.1.0-test", label: label, device: "0000:00:03.0", started: "2026-12-01T00:00:00Z",
+                 settings: settings, points: points, cHelper: c.isEmpty ? nil : CHelperResult(commands: ["map_bench"], points: c))
+    }
+
+    // MARK: - Statistics
+
+    func testNearestRankPercentiles() {
+        let s: [UInt64] = Array(1...10)
+        XCTAssertEqual(BenchMath.percentile(s, 50), 5)
+        XCTAssertEqual(BenchMath.percentile(s, 90), 9)
+        XCTAssertEqual(BenchMath.percentile(s, 99), 10, "p99 of fewer than 100 samples is the maximum")
+        XCTAssertEqual(BenchMath.percentile(s, 0), 1)
+        XCTAssertEqual(BenchMath.percentile([7], 50), 7)
+        XCTAssertNil(BenchMath.percentile([], 50))
+    }
+
+    func testLatencyStatsFromUnsortedSamples() throws {
+        let st = try XCTUnwrap(LatencyStats(samples: [30, 10, 20, 1000, 40]))
+        XCTAssertEqual([st.count, Int(st.min), Int(st.p50), Int(st.p99), Int(st.max)], [5, 10, 30, 1000, 1000])
+        XCTAssertEqual(st.mean, 220, accuracy: 1e-9)
+        XCTAssertNil(LatencyStats(samples: []))
+    }
+
+    func testThroughputIsSizeOverMedianCall() throws {
+        // 1 GiB in 0.5 s at the median: 2 GiB/s, whatever the outliers.
+        let p = Self.point(size: 1 << 30, map: [500_000_000, 400_000_000, 9_000_000_000], unmap: [250_000_000])
+        XCTAssertEqual(try XCTUnwrap(p.mapGiBps), 2, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(p.unmapGiBps), 4, accuracy: 1e-9)
+        XCTAssertNil(BenchMath.gibPerSecond(bytes: 4096, nanos: 0))
+    }
+
+    // MARK: - The tool's own cost
+
+    func testOverheadPairsSwiftAndCPointsByBackendAndSize() throws {
+        let swift = [Self.point(map: [110, 110, 110], unmap: [50]), Self.point(size: 1 << 20, map: [1000], unmap: [300]),
+                     Self.point("memfd", map: [1], unmap: [1])]
+        let c = [Self.point(source: "c", map: [100, 100, 100], unmap: [50]), Self.point(source: "c", size: 1 << 20, map: [1000], unmap: [200]),
+                 Self.point(backend: "type1", source: "c", map: [1], unmap: [1])]
+        let r = Self.run(swift, c: c)
+        XCTAssertEqual(r.overhead.map(\.size), [4096, 1 << 20], "unpaired points (other backend, other kind) give no row")
+        XCTAssertEqual(r.overhead[0].mapRatio, 1.1, accuracy: 1e-9)
+        XCTAssertEqual(r.overhead[0].unmapRatio, 1.0, accuracy: 1e-9)
+        XCTAssertEqual(r.overhead[1].unmapRatio, 1.5, accuracy: 1e-9)
+        let sum = try XCTUnwrap(r.overheadSummary)
+        XCTAssertEqual(sum.worst, 1.5, accuracy: 1e-9)
+        XCTAssertEqual(sum.worstAt, "type1v2 1M unmap")
+        XCTAssertEqual(sum.overTarget, 2)
+        XCTAssertEqual(sum.geometricMean, pow(1.1 * 1.0 * 1.0 * 1.5, 0.25), accuracy: 1e-9)
+        XCTAssertFalse(sum.withinTarget)
+        XCTAssertNil(Self.run(swift).overheadSummary, "no C helper, no overhead figure")
+    }
+
+    // MARK: - Baseline comparison
+
+    func testComparisonFlagsMediansBeyondTheThresholdOnly() {
+        let base = Self.run([Self.point(map: [100], unmap: [100]), Self.point("memfd", map: [100], unmap: [100]),
+                             Self.point("thp", size: 2 << 20, map: [100], unmap: [100]),
+                             Self.point("bar", map: [100], unmap: [100])])
+        let cur = Self.run([Self.point(map: [121], unmap: [100]),          // +21 %: slower
+                            Self.point("memfd", map: [120], unmap: [81]),  // +20 % is not beyond; −19 % neither
+                            Self.point("thp", size: 2 << 20, map: [100], unmap: [70]),  // −30 %: faster
+                            Self.point("hugetlb-2M", size: 2 << 20, map: [5], unmap: [5])], label: "debian:7.3")
+        let c = BenchComparison.compare(baseline: base, current: cur, threshold: 0.2)
+        let flags = Dictionary(uniqueKeysWithValues: c.kinds.map { ($0.kind, $0.flag) })
+        XCTAssertEqual(flags, ["anon-private": .slower, "memfd": .same, "thp": .faster, "bar": .unmatched, "hugetlb-2M": .unmatched])
+        XCTAssertEqual(c.slowerKinds, ["anon-private"])
+        let anon = c.kinds.first { $0.kind == "anon-private" }
+        XCTAssertEqual(anon?.largestAt, "type1v2 4K map")
+        XCTAssertEqual(anon?.largestChange ?? 0, 0.21, accuracy: 1e-9)
+        XCTAssertEqual(c.baseline, "debian:6.1 (6.1.0-test)")
+        XCTAssertEqual(c.current, "debian:7.3 (6.1.0-test)")
+    }
+
+    func testComparisonIgnoresPointsThatDidNotMeasure() {
+        let base = Self.run([Self.point(map: [100])])
+        let cur = Self.run([Self.point(map: [900], status: .error)])
+        let c = BenchComparison.compare(baseline: base, current: cur, threshold: 0.2)
+        XCTAssertEqual(c.kinds.map(\.flag), [.unmatched], "an errored point is no evidence of a slowdown")
+        XCTAssertTrue(c.slowerKinds.isEmpty)
+    }
+
+    // MARK: - Stream and file
+
+    func testStreamRoundTripKeepsPointsOfATruncatedRun() throws {
+        var r = Self.run([])
+        r.points = []
+        let p1 = Self.point(map: [10, 20, 30]), p2 = Self.point("memfd", map: [40])
+        let text = "boot noise\n" + BenchEvent.header(r, planned: 3).line + BenchEvent.point(p1).line + "console noise VFXB {broken\n"
+            + BenchEvent.point(p2).line + String(BenchEvent.point(p1).line.prefix(30))
+        let s = BenchStreamContents(text: text)
+        XCTAssertEqual(s.planned, 3)
+        XCTAssertEqual(s.run?.points, [p1, p2])
+        XCTAssertFalse(s.finished, "no end marker: the harness reports the run as cut short")
+        let done = BenchStreamContents(text: text + "\n" + BenchEvent.end(seconds: 4.5).line)
+        XCTAssertTrue(done.finished)
+        XCTAssertEqual(done.run?.seconds, 4.5)
+    }
+
+    func testSavedRunDecodesAndOtherSchemasAreRefused() throws {
+        let r = Self.run([Self.point(map: [1, 2, 3])], c: [Self.point(source: "c", map: [1, 2])])
+        let back = try BenchRun.decode(try r.encoded())
+        XCTAssertEqual(back, r)
+        var other = try XCTUnwrap(JSONSerialization.jsonObject(with: try r.encoded()) as? [String: Any])
+        other["schema"] = "vfio-exerciser-bench/2"
+        XCTAssertThrowsError(try BenchRun.decode(try JSONSerialization.data(withJSONObject: other), from: "b.json")) { e in
+            XCTAssertEqual("\(e)", "b.json: schema vfio-exerciser-bench/2, this tool reads vfio-exerciser-bench/1")
+        }
+        XCTAssertThrowsError(try BenchRun.decode(Data("[1]".utf8), from: "b.json")) { e in
+            XCTAssertEqual("\(e)", "b.json: not a JSON object")
+        }
+        XCTAssertThrowsError(try BenchRun.decode(Data("{\"points\": []}".utf8), from: "m.json")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("m.json: not a vfio-exerciser bench file"), "\(e)")
+        }
+    }
+
+    // MARK: - Sizes and plot
+
+    func testSizesPerKind() {
+        let all: [UInt64] = [4 << 10, 2 << 20, 16 << 20, 1 << 30]
+        XCTAssertEqual(BenchOptions.sizes(for: .hugetlb1G, from: all, barSize: nil), [1 << 30])
+        XCTAssertEqual(BenchOptions.sizes(for: .thp, from: all, barSize: nil), [2 << 20, 16 << 20, 1 << 30])
+        XCTAssertEqual(BenchOptions.sizes(for: .bar, from: all, barSize: 1 << 20), [4 << 10])
+        XCTAssertEqual(BenchOptions.sizes(for: .bar, from: [2 << 20], barSize: 1 << 20), [1 << 20], "a BAR smaller than every size: the whole BAR")
+        XCTAssertEqual(BenchOptions.sizes(for: .anonPrivate, from: all + all, barSize: nil), all)
+        XCTAssertFalse(BenchOptions.benchable(.sizeZero))
+        XCTAssertFalse(BenchOptions.benchable(.barPlusAnon))
+        XCTAssertTrue(BenchOptions.benchable(.hugetlb2M))
+    }
+
+    func testPlotHasOneSeriesPerBackendAndKindPlusTheCHelper() {
+        let r = Self.run([Self.point(map: [100]), Self.point(size: 1 << 20, map: [200]), Self.point("memfd", map: [100]),
+                          Self.point("bar", map: [1], status: .skip)],
+                         c: [Self.point(source: "c", map: [90])])
+        let s = BenchPlot.series(r)
+        XCTAssertEqual(s.map(\.label), ["anon-private · type1v2", "memfd · type1v2", "anon-private · type1v2 · C helper"])
+        XCTAssertEqual(s[0].points.map(\.size), [4096, 1 << 20])
+        let svg = BenchPlot.svg(r)
+        XCTAssertTrue(svg.hasPrefix("<svg") || svg.hasPrefix("<?xml"), String(svg.prefix(40)))
+        XCTAssertEqual(svg.components(separatedBy: "<g class=\"series\">").count - 1, 2 * s.count, "each series in the map and the unmap panel")
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 2, "a line only where a series has two sizes or more")
+        XCTAssertTrue(svg.contains("memfd · type1v2"))
+    }
+}
