@@ -77,32 +77,11 @@ public struct BenchPlanEntry: Equatable, Sendable {
     public var size: UInt64
 }
 
-/// Line-at-a-time writer for the bench stream (a serial port in the VM: set raw).
+/// The bench stream (a serial port in the VM).
 final class BenchStreamWriter {
-    let fd: Int32
-    init(path: String) throws(UsageError) {
-        let f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0o644)
-        guard f >= 0 else { throw UsageError("cannot open stream \(path): \(String(cString: strerror(errno)))") }
-        fd = f
-        if isatty(f) != 0 {
-            var t = termios()
-            if tcgetattr(f, &t) == 0 { cfmakeraw(&t); tcsetattr(f, TCSANOW, &t) }
-        }
-    }
-
-    func emit(_ e: BenchEvent) {
-        let bytes = Array(e.line.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            off += n
-        }
-        fsync(fd)
-    }
-
-    deinit { close(fd) }
+    let out: LineWriter
+    init(path: String) throws(UsageError) { out = try LineWriter(path: path) }
+    func emit(_ e: BenchEvent) { out.write(e.line) }
 }
 
 /// Measures VFIO_IOMMU_MAP_DMA / UNMAP_DMA per region kind and size on a device bound to vfio-pci.

@@ -67,7 +67,9 @@ public struct StreamContents: Equatable {
     }
 }
 
-public final class StreamWriter {
+/// Appends whole lines to a file or a serial port (set raw), synced after each: a guest that
+/// dies keeps every line written before.
+public final class LineWriter {
     let fd: Int32
     public init(path: String) throws(UsageError) {
         let f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0o644)
@@ -80,11 +82,11 @@ public final class StreamWriter {
         }
     }
 
-    public func emit(_ e: StreamEvent) {
-        let bytes = Array(e.line.utf8)
+    public func write(_ line: String) {
+        let bytes = Array(line.utf8)
         var off = 0
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }
             off += n
@@ -93,4 +95,10 @@ public final class StreamWriter {
     }
 
     deinit { close(fd) }
+}
+
+public final class StreamWriter {
+    let out: LineWriter
+    public init(path: String) throws(UsageError) { out = try LineWriter(path: path) }
+    public func emit(_ e: StreamEvent) { out.write(e.line) }
 }
