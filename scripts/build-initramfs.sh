@@ -87,6 +87,8 @@ for b in "${binaries[@]}"; do
     cp -L "$b" "$dest"
     chmod 755 "$dest"
     [[ $(head -c4 "$b" | od -An -c | tr -d ' ') == 177ELF ]] || continue # script
+    # Symbols are a quarter of a static Swift binary; the guest pays for every byte at boot.
+    command -v strip >/dev/null && strip "$dest" 2>/dev/null
     if ! lddout=$(ldd "$b" 2>&1); then
         grep -q 'not a dynamic executable' <<<"$lddout" && continue # static
         die "ldd $b failed: $lddout"
@@ -128,6 +130,11 @@ if grep -q '^CONFIG_EXT2_FS=m' "$cfg"; then
     mods+=(ext2)
 elif ! isbuiltin EXT2_FS && ! isbuiltin EXT4_FS; then
     mods+=(ext4)
+fi
+# Legacy pmem (memmap=nn!ss) with fsdax and device-dax, where they are modules.
+if grep -q '^CONFIG_X86_PMEM_LEGACY=m' "$cfg"; then
+    mods+=(nd_e820 nd_pmem)
+    grep -q '^CONFIG_DEV_DAX_PMEM=m' "$cfg" && mods+=(dax_pmem device_dax)
 fi
 mods+=("${extra_mods[@]}")
 

@@ -106,12 +106,15 @@ private func badAddress(_ address: String, _ what: String) -> ValidationError {
     ValidationError("\(what) \"\(address)\" is not a PCI address such as 0000:03:00.0")
 }
 
+/// Progress goes to a terminal only, and not in the test VM, whose console tty is a log.
+let showsProgress = isatty(2) != 0 && ProcessInfo.processInfo.environment["VFIO_EXERCISER_NO_PROGRESS"] == nil
+
 func progress(_ s: String) {
-    guard isatty(2) != 0 else { return }
+    guard showsProgress else { return }
     FileHandle.standardError.write(Data("\r\u{1b}[K\(s)".utf8))
 }
 
 func progressDone() {
-    guard isatty(2) != 0 else { return }
+    guard showsProgress else { return }
     FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
 }

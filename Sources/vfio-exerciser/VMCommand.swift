@@ -43,6 +43,9 @@ struct VM: ParsableCommand {
     @Option(help: "Binary to run inside the guest.")
     var guestBinary: String?
 
+    @Option(name: .customLong("qemu-arg"), help: ArgumentHelp("Extra QEMU argument, as it is (repeatable).", valueName: "arg"))
+    var qemuArgs: [String] = []
+
     @Option(help: .hidden)
     var inject: String?
 
@@ -78,6 +81,7 @@ struct VM: ParsableCommand {
             c.guestArgs = guestArgs
             c.timeout = timeout
             c.kvm = kvm
+            c.extraQEMU = qemuArgs
             if let script = guestScript {
                 let r = try VMHarness(config: c, progress: progress).runScript(absolute(script))
                 progressDone()
