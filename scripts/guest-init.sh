@@ -13,6 +13,7 @@
 #   VFIO-EXERCISER-TESTDEV /dev/vfio_exerciser_test   } only when the initramfs
 #   VFIO-EXERCISER-MDEV <uuid> group=<n> dev=<path>    } has the test module
 #   VFIO-EXERCISER-MTTY <uuid> group=<n> dev=<path>    } (+ mtty if the kernel has it)
+#   VFIO-EXERCISER-FSDAX /mnt/dax, VFIO-EXERCISER-DEVDAX /dev/dax1.0   (memmap=nn!ss pmem)
 #   VFIO-EXERCISER-SETUP ok | VFIO-EXERCISER-SETUP failed <step>...
 #   VFIO-EXERCISER-EXIT <rc>                      also written to /dev/ttyS1
 # Kernel command line knobs (optional):
@@ -24,6 +25,8 @@
 
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH HOME=/root TERM=vt100
+# The console is a tty, but the host shows progress: the tool's own would garble the log.
+export VFIO_EXERCISER_NO_PROGRESS=1
 
 FAILED=""
 err() { # step message...
@@ -174,6 +177,46 @@ else
     err ram0 "no /dev/ram0 after loading brd"
 fi
 load loop
+
+# --- persistent memory (memmap=nn!ss on the command line) ---------------------------
+# Two legacy pmem regions: region0 becomes fsdax (pfn device, struct pages in RAM) with
+# ext4 -o dax at /mnt/dax; region1 becomes device-dax /dev/dax1.0. Through sysfs, no ndctl:
+# a seed device gets a uuid, mode, alignment and namespace, then its driver binds it.
+nd=/sys/bus/nd/devices
+case " $cmdline " in *" memmap="*"!"*)
+    load nd_e820
+    load nd_pmem
+    load dax_pmem
+    [ -d /sys/module/device_dax ] || modprobe -q device_dax 2>/dev/null
+    i=0
+    while { [ ! -e $nd/namespace0.0 ] || [ ! -e $nd/namespace1.0 ]; } && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    # nd_seed STEP SEED NAMESPACE DRIVER: claim NAMESPACE for the pfn/dax SEED device (sysfs
+    # writes only: nothing here can block).
+    nd_seed() {
+        if [ ! -e "$nd/$3" ]; then
+            err "$1" "no pmem $3"
+            return 1
+        fi
+        [ -e "$nd/$3/driver" ] && echo "$3" >"$nd/$3/driver/unbind"
+        if ! out=$({ cat /proc/sys/kernel/random/uuid >"$nd/$2/uuid" && echo ram >"$nd/$2/mode" &&
+            echo 2097152 >"$nd/$2/align" && echo "$3" >"$nd/$2/namespace" && echo "$2" >"/sys/bus/nd/drivers/$4/bind"; } 2>&1); then
+            err "$1" "$2 on $3: $(echo "$out" | tr '\n' ' ')"
+            return 1
+        fi
+    }
+    if nd_seed fsdax pfn0.0 namespace0.0 nd_pmem; then
+        mkdir -p /mnt/dax
+        # DAX needs 4 KiB blocks (busybox mke2fs defaults to 1 KiB); ext4 mounts the ext2 layout.
+        try fsdax-mkfs mke2fs -b 4096 /dev/pmem0 && try fsdax-mount mount -t ext4 -o dax /dev/pmem0 /mnt/dax &&
+            echo "VFIO-EXERCISER-FSDAX /mnt/dax"
+    fi
+    if nd_seed devdax dax1.0 namespace1.0 dax_pmem; then
+        i=0
+        while [ ! -c /dev/dax1.0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        if [ -c /dev/dax1.0 ]; then echo "VFIO-EXERCISER-DEVDAX /dev/dax1.0"; else err devdax "no /dev/dax1.0"; fi
+    fi
+    ;;
+esac
 
 if [ -z "$FAILED" ]; then
     echo "VFIO-EXERCISER-SETUP ok"

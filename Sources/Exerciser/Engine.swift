@@ -7,6 +7,8 @@ public struct RunOptions {
     public var device: String
     public var fsDir = "/mnt/fs"
     public var tmpfsDir = "/dev/shm"
+    public var fsdaxDir = "/mnt/dax"
+    public var devdax: String?
     public var dataCheck = true
     /// Test hooks ("wrong-iova": data checks aim at the wrong IOVA and must report a mismatch).
     public var inject: String?

@@ -26,6 +26,12 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     /// the 2022 follow_pfn_pte bug's path) and ordinary pages.
     case mixedmapSpecial = "mixedmap-special"
     case mixedmapPage = "mixedmap-page"
+    /// Persistent memory (the VM's memmap=nn!ss pmem): a file on ext4 -o dax, and device-dax.
+    case fsdaxFile = "fsdax-file"
+    case devdax
+    /// memfds mapped with IOMMU_IOAS_MAP_FILE (iommufd only).
+    case memfdMapFile = "memfd-map-file"
+    case memfdHugetlbMapFile = "memfd-hugetlb-2M-map-file"
     // Argument edges.
     case unalignedVaddr = "unaligned-vaddr"
     case sizeZero = "size-zero"
@@ -38,9 +44,16 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case unmapSubrange = "unmap-subrange"
     case unmapAll = "unmap-all"
 
+    /// Kinds mapped by file rather than by user VA: an IOAS call, so the iommufd backend only.
+    public var mapsByFile: Bool { self == .memfdMapFile || self == .memfdHugetlbMapFile }
+
     /// mdev backends exercise the pin path of memory: no argument edges (they need an IOMMU
     /// domain to mean much) and no BARs (an mdev has none of the PCI device's).
-    public var runsOnMdev: Bool { !isEdge && self != .bar && self != .barPlusAnon }
+    public func runs(on b: BackendKind) -> Bool {
+        if mapsByFile { return b == .iommufd }
+        if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon }
+        return true
+    }
 
     public var isEdge: Bool {
         switch self {
@@ -61,7 +74,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     public var defaultSize: UInt64 {
         switch self {
         case .hugetlb1G: return 1 << 30
-        case .memfdHugetlb2M, .hugetlb2M, .thp: return 2 << 20
+        case .memfdHugetlb2M, .hugetlb2M, .thp, .fsdaxFile, .devdax, .memfdHugetlbMapFile: return 2 << 20
         case .memlockLimit: return 8 << 20
         case .bar, .barPlusAnon: return 0  // from the BAR
         default: return 64 << 10
@@ -98,6 +111,10 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .memfdSecret: return "memfd_secret() memory (removed from the direct map)"
         case .mixedmapSpecial: return "VM_MIXEDMAP vma of special PTEs (MMIO pfns, no struct page) from the test module"
         case .mixedmapPage: return "VM_MIXEDMAP vma of ordinary struct-page pages from the test module"
+        case .fsdaxFile: return "MAP_SHARED file on a filesystem mounted -o dax on pmem (fsdax)"
+        case .devdax: return "device-dax character device (/dev/daxX.Y) on pmem, mapped at its alignment"
+        case .memfdMapFile: return "memfd mapped by IOMMU_IOAS_MAP_FILE (fd + offset, no user VA; iommufd only)"
+        case .memfdHugetlbMapFile: return "MFD_HUGETLB|MFD_HUGE_2MB memfd mapped by IOMMU_IOAS_MAP_FILE (iommufd only)"
         case .unalignedVaddr: return "vaddr not aligned to the IOMMU page size"
         case .sizeZero: return "size 0"
         case .flagsNone: return "neither READ nor WRITE"

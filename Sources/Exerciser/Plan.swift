@@ -53,7 +53,7 @@ public enum Planner {
         for b in m.backends where backends?.contains(b) ?? true {
             for phase in Phase.allCases {
                 for t in m.cases where t.phases.contains(phase) && (kinds?.contains(t.kind) ?? true) && (t.backends?.contains(b) ?? true)
-                    && !(b.isMdev && !t.kind.runsOnMdev) {
+                    && t.kind.runs(on: b) {
                     let instances: [String?] = t.kind == .bar ? (bars.isEmpty ? ["BAR?"] : bars) : [nil]
                     for inst in instances {
                         out.append(PlannedCase(backend: b, phase: phase, kind: t.kind, instance: inst, size: t.size, flags: t.flags))

@@ -30,7 +30,8 @@ struct Runner {
             rec.outcome = .skip("no backing for \(planned.kind.rawValue)")
             return rec
         }
-        let ctx = RegionContext(bars: session.bars, fsDir: session.options.fsDir, tmpfsDir: session.options.tmpfsDir)
+        let o = session.options
+        let ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
         let region: Region
         do {
             region = try backing.build(size: planned.size, instance: planned.instance, context: ctx)
@@ -48,7 +49,23 @@ struct Runner {
         rec.iova = iova
         let acctBefore = Accounting.read()
         let t0 = monotonicNanos()
-        let result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
+        let result: Result<Void, Errno>
+        if planned.kind.mapsByFile {
+            #if IOMMUFD_UAPI
+            guard let ioas = container as? IOAS, let f = region.file else {
+                rec.outcome = .skip("IOMMU_IOAS_MAP_FILE needs an iommufd IOAS and a file-backed region")
+                rec.cleanupOK = region.release()
+                return rec
+            }
+            result = ioas.mapFile(fd: f.fd, start: f.offset, length: region.size, iova: iova, flags: planned.dmaFlags)
+            #else
+            rec.outcome = .skip("built without iommufd.h: no IOMMU_IOAS_MAP_FILE")
+            rec.cleanupOK = region.release()
+            return rec
+            #endif
+        } else {
+            result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
+        }
         rec.mapNanos = monotonicNanos() - t0
         rec.outcome = Outcome(result)
         // mdev-pin: the map pinned nothing; the outcome under test is the external pin.

@@ -18,7 +18,7 @@ public final class MappedMemory {
     /// mmap wrapper; `alignment` > page size over-allocates and trims so `base` is aligned.
     public static func map(length: Int, prot: Int32, flags: Int32, fd: Int32 = -1, offset: Int = 0,
                            alignment: Int = 0, at hint: UnsafeMutableRawPointer? = nil) throws(SysError) -> MappedMemory {
-        if alignment > Int(sysconf(Int32(_SC_PAGESIZE))) && fd < 0 && hint == nil {
+        if alignment > Int(sysconf(Int32(_SC_PAGESIZE))) && hint == nil {
             // Reserve length + alignment, then trim both ends.
             let total = length + alignment
             guard let raw = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
@@ -29,7 +29,7 @@ public final class MappedMemory {
             let tail = total - head - length
             if tail > 0 { munmap(raw + head + length, tail) }
             let aligned = UnsafeMutableRawPointer(bitPattern: start)!
-            guard let p = mmap(aligned, length, prot, flags | MAP_FIXED, -1, 0), p != MAP_FAILED else {
+            guard let p = mmap(aligned, length, prot, flags | MAP_FIXED, fd, off_t(offset)), p != MAP_FAILED else {
                 let e = Errno.current
                 munmap(aligned, length)
                 throw SysError("mmap", e)

@@ -20,6 +20,12 @@ struct Run: ParsableCommand {
     @Option(help: "Directory on tmpfs for tmpfs-file.")
     var tmpfsDir = "/dev/shm"
 
+    @Option(help: "Directory on a filesystem mounted -o dax (pmem) for fsdax-file.")
+    var fsdaxDir = "/mnt/dax"
+
+    @Option(help: "Device-dax node for devdax (default: the first on /sys/bus/dax).")
+    var devdax: String?
+
     /// Test hook for the harness: "panic-after:N" or "hang-after:N" cases.
     @Option(help: .hidden)
     var inject: String?
@@ -64,6 +70,8 @@ struct Run: ParsableCommand {
         var opts = RunOptions(device: device)
         opts.fsDir = fsDir
         opts.tmpfsDir = tmpfsDir
+        opts.fsdaxDir = fsdaxDir
+        opts.devdax = devdax
         opts.dataCheck = !matrix.noDataCheck
         opts.inject = inject
         opts.isolate = !matrix.noIsolation

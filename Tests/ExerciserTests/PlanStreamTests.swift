@@ -46,6 +46,13 @@ final class PlanStreamTests: XCTestCase {
         XCTAssertEqual(plan.filter { $0.backend == .type1 }.count, 2 * 2 + 2 + 1 + 1)
     }
 
+    func testMapFileKindsRunOnTheIommufdBackendOnly() {
+        let m = Matrix(backends: [.type1v2, .iommufdCompatType1v2, .iommufd, .mdevPin],
+                       cases: [Self.template(.memfdMapFile), Self.template(.memfd)])
+        XCTAssertEqual(Planner.plan(m, backends: nil, kinds: nil, bars: []).map(\.id),
+                       ["type1v2/memfd", "iommufd-compat-type1v2/memfd", "iommufd/memfd-map-file", "iommufd/memfd", "mdev-pin/memfd"])
+    }
+
     func testCaseBackendsNarrowWhereItRuns() throws {
         let yaml = """
         schema: 1

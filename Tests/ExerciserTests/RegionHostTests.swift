@@ -189,7 +189,7 @@ final class RegionHostTests: XCTestCase {
     static let checkedKinds: Set<CaseKind> = [
         .anonPrivate, .anonUntouched, .anonShared, .memfd, .memfdHugetlb2M, .hugetlb2M, .hugetlb1G, .thp,
         .tmpfsFile, .fsFile, .readonlyWrite, .readonlyRead, .protNone, .hole, .partialHole, .bar, .barPlusAnon,
-        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage,
+        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage, .fsdaxFile, .devdax, .memfdMapFile, .memfdHugetlbMapFile,
     ]
 
     func testRegistryCoversEveryRegionKindOnce() {
@@ -248,6 +248,26 @@ final class RegionHostTests: XCTestCase {
         XCTAssertEqual(v.first?.kB("KernelPageSize"), PageSize.base >> 10, "shmem memfd uses base pages")
         XCTAssertEqual(r.properties["kernel_page_size"], "\(PageSize.base >> 10) kB")
         releaseAndCheck(r, "memfd")
+    }
+
+    /// The IOMMU gets the fd, the CPU the mapping: both must be the same pages.
+    func testMapFileKindsHandTheSameMemfdToTheIOMMU() throws {
+        for (kind, size) in [(CaseKind.memfdMapFile, UInt64(64 << 10)), (.memfdHugetlbMapFile, UInt64(2 << 20))] {
+            if kind == .memfdHugetlbMapFile && (Hugepages.free(pageKB: 2048) ?? 0) < 1 {
+                XCTAssertThrowsError(try build(kind, size: size), "no free 2M hugepage: must say so")
+                continue
+            }
+            let r = try build(kind, size: size)
+            let f = try XCTUnwrap(r.file, kind.rawValue)
+            XCTAssertEqual(f.offset, 0)
+            let target = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(f.fd)")
+            XCTAssertTrue(target.hasPrefix("/memfd:"), target)
+            r.pointer.storeBytes(of: 0x5A, toByteOffset: Int(size) - 1, as: UInt8.self)
+            var b: UInt8 = 0
+            XCTAssertEqual(pread(f.fd, &b, 1, off_t(size) - 1), 1)
+            XCTAssertEqual(b, 0x5A, "\(kind.rawValue): the fd and the mapping are different memory")
+            releaseAndCheck(r, kind.rawValue)
+        }
     }
 
     func testMlocked() throws {
@@ -335,6 +355,40 @@ final class RegionHostTests: XCTestCase {
                     XCTAssertEqual(reason, "/dev/vfio_exerciser_test: ENOENT (the test module vfio_exerciser_test is not loaded)")
                 }
             }
+        }
+    }
+
+    // MARK: - Persistent memory (set up in the VM on memmap= pmem; refused with a reason elsewhere)
+
+    func testFsdaxRefusesAFilesystemWithoutDax() throws {
+        XCTAssertEqual(Mem.mountOptions("/dev/shm/x")?.contains("dax"), false)
+        XCTAssertNotNil(Mem.mountOptions("/"), "/ is a mount point")
+        let ctx = RegionContext(bars: [], fsDir: "/dev/shm", tmpfsDir: "/dev/shm", fsdaxDir: "/dev/shm")
+        XCTAssertThrowsError(try build(.fsdaxFile, context: ctx)) { e in
+            XCTAssertEqual((e as? RegionUnavailable)?.reason,
+                           "/dev/shm is not mounted with -o dax (the test VM puts ext4 -o dax on pmem there; set --fsdax-dir)")
+        }
+        let missing = RegionContext(bars: [], fsDir: "/dev/shm", tmpfsDir: "/dev/shm", fsdaxDir: "/nonexistent-dax")
+        XCTAssertThrowsError(try build(.fsdaxFile, context: missing)) { e in
+            XCTAssertEqual((e as? RegionUnavailable)?.reason, "/nonexistent-dax does not exist (set --fsdax-dir)")
+        }
+    }
+
+    func testDevdaxMapsAtTheDeviceAlignmentOrSaysWhyNot() throws {
+        if let dev = Devdax.first() {
+            let r = try build(.devdax)
+            XCTAssertEqual(r.vaddr % (2 << 20), 0, "device-dax refuses a vma off its alignment")
+            XCTAssertEqual(r.properties["device"], dev)
+            releaseAndCheck(r, "devdax")
+        } else {
+            XCTAssertThrowsError(try build(.devdax)) { e in
+                XCTAssertEqual((e as? RegionUnavailable)?.reason,
+                               "no device-dax device (/sys/bus/dax/devices lists none with a /dev node; the test VM makes one on pmem)")
+            }
+        }
+        let ctx = RegionContext(bars: [], fsDir: "/dev/shm", tmpfsDir: "/dev/shm", devdax: "/dev/nonexistent-dax0.0")
+        XCTAssertThrowsError(try build(.devdax, size: 2 << 20, context: ctx)) { e in
+            XCTAssertEqual((e as? RegionUnavailable)?.reason, "/dev/nonexistent-dax0.0: ENOENT")
         }
     }
 

@@ -47,7 +47,9 @@ func memfdRegion(size: UInt64, flags: UInt32, what: String) throws -> Region {
     }
     // A hugetlb memfd with no free pages fails here with SIGBUS on touch; check the pool first.
     Mem.touch(m)
-    return Region(vaddr: m.address, size: size, access: .readWrite, properties: Hugepages.pageSizeProperty(m.address), keep: [m, owner])
+    let r = Region(vaddr: m.address, size: size, access: .readWrite, properties: Hugepages.pageSizeProperty(m.address), keep: [m, owner])
+    r.file = (fd, 0)
+    return r
 }
 
 struct Memfd: RegionBacking {
@@ -59,6 +61,23 @@ struct Memfd: RegionBacking {
 
 struct MemfdHugetlb2M: RegionBacking {
     static let kind = CaseKind.memfdHugetlb2M
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        try Hugepages.requireFree(pageKB: 2048, bytes: size)
+        return try memfdRegion(size: size, flags: CVFIO_MFD_HUGETLB | CVFIO_MFD_HUGE_2MB, what: "MFD_HUGETLB|MFD_HUGE_2MB")
+    }
+}
+
+/// The same memfds, handed to the IOMMU as a file (IOMMU_IOAS_MAP_FILE, 6.13+): iommufd pins
+/// the file's folios without walking a user VA.
+struct MemfdMapFile: RegionBacking {
+    static let kind = CaseKind.memfdMapFile
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        try memfdRegion(size: size, flags: 0, what: "shmem")
+    }
+}
+
+struct MemfdHugetlbMapFile: RegionBacking {
+    static let kind = CaseKind.memfdHugetlbMapFile
     func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
         try Hugepages.requireFree(pageKB: 2048, bytes: size)
         return try memfdRegion(size: size, flags: CVFIO_MFD_HUGETLB | CVFIO_MFD_HUGE_2MB, what: "MFD_HUGETLB|MFD_HUGE_2MB")
@@ -312,5 +331,52 @@ struct MixedmapPage: RegionBacking {
         let r = try testModuleRegion(size: size, pgoff: Int(VFIO_EXERCISER_TEST_PGOFF_PAGE), access: .readWrite, what: "struct-page pages")
         for off in stride(from: 0, to: Int(size), by: PageSize.base) { r.pointer.storeBytes(of: 0xA5, toByteOffset: off, as: UInt8.self) }
         return r
+    }
+}
+
+/// A file on a filesystem mounted -o dax on pmem: the mapping has no page cache, GUP sees
+/// ZONE_DEVICE pages of an fsdax vma, which a long-term pin must not take (truncate would wait
+/// for the pin forever).
+struct FsdaxFile: RegionBacking {
+    static let kind = CaseKind.fsdaxFile
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        let dir = context.fsdaxDir
+        guard let opts = Mem.mountOptions(dir), Mem.fsMagic(dir) != nil else { throw RegionUnavailable("\(dir) does not exist (set --fsdax-dir)") }
+        guard opts.contains(where: { $0 == "dax" || $0 == "dax=always" }) else {
+            throw RegionUnavailable("\(dir) is not mounted with -o dax (the test VM puts ext4 -o dax on pmem there; set --fsdax-dir)")
+        }
+        let (m, fd) = try Mem.sharedFile(dir: dir, size: size, name: "fsdax", alignment: 2 << 20)
+        Mem.touch(m)
+        return Region(vaddr: m.address, size: size, access: .readWrite, properties: ["mount": "dax"], keep: [m, FDOwner(fd)])
+    }
+}
+
+/// A device-dax node (/dev/daxX.Y): ZONE_DEVICE pages mapped MAP_SHARED at the device's
+/// alignment (the driver refuses a vma not aligned to it).
+struct Devdax: RegionBacking {
+    static let kind = CaseKind.devdax
+    static let sysfs = "/sys/bus/dax/devices"
+
+    static func first() -> String? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: sysfs))?.sorted() ?? []
+        return names.first { FileManager.default.fileExists(atPath: "/dev/" + $0) }.map { "/dev/" + $0 }
+    }
+
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        guard let path = context.devdax ?? Self.first() else {
+            throw RegionUnavailable("no device-dax device (\(Self.sysfs) lists none with a /dev node; the test VM makes one on pmem)")
+        }
+        let name = (path as NSString).lastPathComponent
+        let align = (readProcFile("\(Self.sysfs)/\(name)/align")?.trimmingCharacters(in: .whitespacesAndNewlines)).flatMap { Int($0) } ?? (2 << 20)
+        guard align > 0, size % UInt64(align) == 0 else { throw RegionUnavailable("\(path): size \(formatSize(size)) is not a multiple of its alignment \(formatSize(UInt64(align)))") }
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw RegionUnavailable("\(path): \(Errno(rawValue: errno).symbol)") }
+        let owner = FDOwner(FileDescriptor(rawValue: fd))
+        let m: MappedMemory
+        do { m = try MappedMemory.map(length: Int(size), prot: Mem.rw, flags: MAP_SHARED, fd: fd, alignment: align) } catch {
+            throw RegionUnavailable("mmap \(path): \(error)")
+        }
+        Mem.touch(m)
+        return Region(vaddr: m.address, size: size, access: .readWrite, properties: ["device": path, "align": formatSize(UInt64(align))], keep: [m, owner])
     }
 }

@@ -30,6 +30,9 @@ public final class Region {
     public let access: DataAccess
     /// Byte pattern the region already holds (readOnly regions, zero pages), if known.
     public let initialFill: UInt8?
+    /// Set for kinds the IOMMU maps by file (IOMMU_IOAS_MAP_FILE): the fd and its offset. The
+    /// CPU still reaches the same pages through `vaddr`.
+    public var file: (fd: Int32, offset: UInt64)?
     private var keep: [AnyObject]
     private let onRelease: (() -> Bool)?
 
@@ -60,10 +63,16 @@ public struct RegionContext {
     public var bars: [BARMapping]
     public var fsDir: String
     public var tmpfsDir: String
-    public init(bars: [BARMapping], fsDir: String, tmpfsDir: String) {
+    /// A directory on a filesystem mounted with -o dax, for fsdax-file.
+    public var fsdaxDir: String
+    /// A device-dax node; nil: the first one on /sys/bus/dax.
+    public var devdax: String?
+    public init(bars: [BARMapping], fsDir: String, tmpfsDir: String, fsdaxDir: String = "/mnt/dax", devdax: String? = nil) {
         self.bars = bars
         self.fsDir = fsDir
         self.tmpfsDir = tmpfsDir
+        self.fsdaxDir = fsdaxDir
+        self.devdax = devdax
     }
 }
 
@@ -127,8 +136,22 @@ enum Mem {
     static let tmpfsMagic = 0x01021994
     static let ext2to4Magic = 0xEF53
 
+    /// The options of the mount holding `path` (longest mount point that prefixes it), from /proc/mounts.
+    static func mountOptions(_ path: String) -> [String]? {
+        guard let text = readProcFile("/proc/mounts") else { return nil }
+        var best: (point: String, options: [String])?
+        for line in text.split(whereSeparator: \.isNewline) {
+            let f = line.split(separator: " ")
+            guard f.count >= 4 else { continue }
+            let point = String(f[1])
+            let inside = path == point || path.hasPrefix(point == "/" ? "/" : point + "/")
+            if inside && point.count >= (best?.point.count ?? -1) { best = (point, f[3].split(separator: ",").map(String.init)) }
+        }
+        return best?.options
+    }
+
     /// A file of `size` bytes under `dir`, mmapped MAP_SHARED; the file is unlinked at once.
-    static func sharedFile(dir: String, size: UInt64, name: String) throws -> (MappedMemory, FileDescriptor) {
+    static func sharedFile(dir: String, size: UInt64, name: String, alignment: Int = 0) throws -> (MappedMemory, FileDescriptor) {
         let path = "\(dir)/.vfio-exerciser-\(getpid())-\(name)"
         let fd: FileDescriptor
         do {
@@ -143,7 +166,7 @@ enum Mem {
             throw RegionUnavailable("ftruncate \(path): \(e.symbol)")
         }
         do {
-            let m = try MappedMemory.map(length: Int(size), prot: rw, flags: MAP_SHARED, fd: fd.rawValue)
+            let m = try MappedMemory.map(length: Int(size), prot: rw, flags: MAP_SHARED, fd: fd.rawValue, alignment: alignment)
             return (m, fd)
         } catch {
             try? fd.close()
@@ -183,7 +206,8 @@ public enum Backings {
         AnonPrivate.self, AnonUntouched.self, AnonShared.self, Memfd.self, MemfdHugetlb2M.self,
         Hugetlb2M.self, Hugetlb1G.self, THP.self, TmpfsFile.self, FSFile.self, ReadonlyWrite.self,
         ReadonlyRead.self, ProtNone.self, Hole.self, PartialHole.self, BAR.self, BARPlusAnon.self,
-        Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self,
+        Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self, FsdaxFile.self, Devdax.self,
+        MemfdMapFile.self, MemfdHugetlbMapFile.self,
     ]
 
     public static func backing(for kind: CaseKind) -> RegionBacking? {
