@@ -53,12 +53,14 @@ let package = Package(
             ],
             swiftSettings: uapiSwift
         ),
-        .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO"], swiftSettings: uapiSwift),
+        // Shared by the fuzz suites of both test targets (test targets cannot import each other).
+        .target(name: "FuzzSupport", path: "Tests/FuzzSupport"),
+        .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO", "FuzzSupport"], swiftSettings: uapiSwift),
         // The command line in process (@testable executable target) and the built binary.
         .testTarget(
             name: "CLITests",
             dependencies: [
-                "vfio-exerciser", "Exerciser",
+                "vfio-exerciser", "Exerciser", "FuzzSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: uapiSwift

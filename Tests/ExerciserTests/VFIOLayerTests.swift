@@ -1,4 +1,5 @@
 import XCTest
+import FuzzSupport
 import Foundation
 import SystemPackage
 @testable import Exerciser
@@ -311,7 +312,7 @@ final class VFIOLayerTests: XCTestCase {
     }
 
     func testParseRandomGarbageTerminates() {
-        var rng = SplitMix(seed: 0x5eed)
+        var rng = FuzzRNG(seed: 0x5eed)
         for _ in 0..<2000 {
             let n = Int(rng.next() % 160)
             var bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -326,17 +327,6 @@ final class VFIOLayerTests: XCTestCase {
         }
     }
 
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     // MARK: - IOVARange.contains
 
