@@ -72,15 +72,14 @@ struct MemfdHugetlb2M: RegionBacking {
 struct MemfdMapFile: RegionBacking {
     static let kind = CaseKind.memfdMapFile
     func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
-        try memfdRegion(size: size, flags: 0, what: "shmem")
+        try Memfd().build(size: size, instance: instance, context: context)
     }
 }
 
 struct MemfdHugetlbMapFile: RegionBacking {
     static let kind = CaseKind.memfdHugetlbMapFile
     func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
-        try Hugepages.requireFree(pageKB: 2048, bytes: size)
-        return try memfdRegion(size: size, flags: CVFIO_MFD_HUGETLB | CVFIO_MFD_HUGE_2MB, what: "MFD_HUGETLB|MFD_HUGE_2MB")
+        try MemfdHugetlb2M().build(size: size, instance: instance, context: context)
     }
 }
 
