@@ -1,3 +1,4 @@
+import CVFIO
 import Foundation
 import VFIO
 
@@ -133,5 +134,52 @@ struct DataCheck {
         }
         if checks.isEmpty { return ([], "not checkable: mapping flags give the device nothing to do") }
         return (checks, checks.allSatisfy(\.passed) ? "ok (\(checks.map(\.name).joined(separator: ", ")))" : "mismatch")
+    }
+}
+
+/// Peer-to-peer through the IOMMU: the device under test writes a word into the peer's BAR at
+/// its IOVA, and reads one back. The peer is an edu too: its register 0x04 reads back the bitwise
+/// inverse of the last value written, so the CPU sees through its own mmap of the peer's BAR
+/// whether the device's write arrived, and what the device's read must bring back.
+enum PeerCheck {
+    static let register = 0x04
+
+    static func run(dma: DMADriver?, scratch: MappedMemory?, scratchIOVA: UInt64, peer: BARMapping, iova: UInt64,
+                    why: String) -> (checks: [Check], summary: String) {
+        guard let dma, let scratch else { return ([], "not checkable: \(why)") }
+        guard let bar = peer.memory?.base else { return ([], "not checkable: the peer's BAR0 is not mapped") }
+        cvfio_mmio_write32(bar, register, 0x0F0F_0F0F)
+        guard cvfio_mmio_read32(bar, register) == ~UInt32(0x0F0F_0F0F) else {
+            return ([], "not checkable: the peer's BAR0 does not answer like an edu's (register 0x04)")
+        }
+        let at = iova + UInt64(register)
+        let hex = { (v: UInt32) in String(format: "0x%08x", v) }
+        var checks: [Check] = []
+        // Device → peer: scratch → the device's buffer → the peer's register.
+        let p: UInt32 = 0x5EED_C0DE
+        do {
+            scratch.base.storeBytes(of: p, as: UInt32.self)
+            try dma.read(from: scratchIOVA, count: 4)
+            try dma.write(to: at, count: 4)
+            let got = cvfio_mmio_read32(bar, register)
+            checks.append(Check("data-p2p-write", got == ~p,
+                                "device wrote \(hex(p)) to the peer's BAR0+0x4 at IOVA 0x\(String(at, radix: 16)); the register reads \(hex(got)), expected \(hex(~p))"))
+        } catch {
+            checks.append(Check("data-p2p-write", false, "\(error)"))
+        }
+        // Peer → device: the register → the device's buffer → scratch.
+        let q: UInt32 = 0x1234_5678
+        do {
+            cvfio_mmio_write32(bar, register, q)
+            scratch.base.storeBytes(of: 0, as: UInt32.self)
+            try dma.read(from: at, count: 4)
+            try dma.write(to: scratchIOVA, count: 4)
+            let got = scratch.base.load(as: UInt32.self)
+            checks.append(Check("data-p2p-read", got == ~q,
+                                "device read \(hex(got)) from the peer's BAR0+0x4 at IOVA 0x\(String(at, radix: 16)), expected \(hex(~q))"))
+        } catch {
+            checks.append(Check("data-p2p-read", false, "\(error)"))
+        }
+        return (checks, checks.allSatisfy(\.passed) ? "ok (peer-to-peer both ways)" : "mismatch")
     }
 }

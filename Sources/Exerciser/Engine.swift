@@ -9,6 +9,8 @@ public struct RunOptions {
     public var tmpfsDir = "/dev/shm"
     public var fsdaxDir = "/mnt/dax"
     public var devdax: String?
+    /// A second device bound to vfio-pci whose BAR0 the device under test DMAs into (peer-bar).
+    public var peer: String?
     public var dataCheck = true
     /// Test hooks ("wrong-iova": data checks aim at the wrong IOVA and must report a mismatch).
     public var inject: String?
@@ -136,6 +138,11 @@ final class Session {
     var teardownProblems: [String] = []
     let kmsg = KernelLog()
 
+    /// The peer device (--peer), opened into the same container or IOAS, for peer-bar.
+    var peerGroup: Group?
+    var peerDevice: Device?
+    var peer: Result<BARMapping, RegionUnavailable> = .failure(RegionUnavailable("no peer device (run --peer BDF)"))
+
     /// The mdev the mdev backends use in place of the PCI device.
     var mdev: MdevDevice?
     var pins: ExternalPins?
@@ -244,6 +251,7 @@ final class Session {
             iova.ranges = i.iovaRanges.isEmpty ? iova.ranges : i.iovaRanges
         }
         if backend == .mdevPin { pins = ExternalPins(device: dev) }
+        if let p = options.peer, !backend.isMdev { openPeer(p) }
         for r in try (backend.isMdev ? [] : dev.bars()) where r.index <= 5 {
             let name = "BAR\(r.index)"
             var mem: MappedMemory?
@@ -280,7 +288,58 @@ final class Session {
         dma = driver
     }
 
+    /// Opens the peer into this session's container (its own group) or IOAS and mmaps its BAR0.
+    /// Failures only make peer-bar a SKIP with the reason.
+    func openPeer(_ address: String) {
+        do {
+            guard address != pci.address else { throw RegionUnavailable("--peer \(address) is the device under test") }
+            guard let p = PCIDevice.lookup(address) else { throw RegionUnavailable("no PCI device \(address) (--peer)") }
+            guard p.driver == "vfio-pci" else { throw RegionUnavailable("peer \(address) is bound to \(p.driver ?? "no driver"), not vfio-pci") }
+            let dev: Device
+            if let container, let group {
+                guard let n = p.iommuGroup else { throw RegionUnavailable("peer \(address) has no IOMMU group") }
+                if n == group.number {
+                    dev = try group.device(address)
+                } else {
+                    let g = try Group(number: n)
+                    peerGroup = g
+                    guard try g.status().viable else { throw RegionUnavailable("peer \(address): IOMMU group \(n) is not viable") }
+                    try g.setContainer(container)
+                    dev = try g.device(address)
+                }
+            } else {
+                #if IOMMUFD_UAPI
+                guard let path = Session.cdev(address), let fd = iommufd, let ioas else { throw RegionUnavailable("peer \(address) has no VFIO cdev") }
+                dev = try Device.openCdev(path, name: address)
+                peerDevice = dev
+                _ = try dev.bind(fd)
+                try dev.attach(ioas)
+                #else
+                throw RegionUnavailable("no group and no iommufd")
+                #endif
+            }
+            peerDevice = dev
+            guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
+                throw RegionUnavailable("peer \(address) has no mmappable BAR0")
+            }
+            peer = .success(BARMapping(name: "BAR0", region: r, memory: try dev.mmap(r), device: dev))
+        } catch let e as RegionUnavailable {
+            peer = .failure(e)
+        } catch {
+            peer = .failure(RegionUnavailable("peer \(address): \(error)"))
+        }
+    }
+
     func close() {
+        if case .success(let b) = peer { b.memory?.unmap() }
+        peer = .failure(RegionUnavailable("session closed"))
+        #if IOMMUFD_UAPI
+        if group == nil { peerDevice?.detach() }
+        #endif
+        peerDevice?.close()
+        peerDevice = nil
+        peerGroup?.close()
+        peerGroup = nil
         if let s = scratch {
             if case .success(let n) = space.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
                 teardownProblems.append("scratch unmap reported \(n) bytes")

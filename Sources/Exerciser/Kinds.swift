@@ -20,6 +20,9 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case partialHole = "partial-hole"
     case bar
     case barPlusAnon = "bar-plus-anon"
+    /// BAR0 of a second device (--peer) in the same container: the device under test DMAs
+    /// into it and out of it (peer-to-peer through the IOMMU).
+    case peerBar = "peer-bar"
     case mlocked
     case memfdSecret = "memfd-secret"
     /// VM_MIXEDMAP vmas from the test module (kmod/): pfns without struct page (special PTEs,
@@ -51,7 +54,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     /// domain to mean much) and no BARs (an mdev has none of the PCI device's).
     public func runs(on b: BackendKind) -> Bool {
         if mapsByFile { return b == .iommufd }
-        if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon }
+        if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon && self != .peerBar }
         return true
     }
 
@@ -76,7 +79,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .hugetlb1G: return 1 << 30
         case .memfdHugetlb2M, .hugetlb2M, .thp, .fsdaxFile, .devdax, .memfdHugetlbMapFile: return 2 << 20
         case .memlockLimit: return 8 << 20
-        case .bar, .barPlusAnon: return 0  // from the BAR
+        case .bar, .barPlusAnon, .peerBar: return 0  // from the BAR
         default: return 64 << 10
         }
     }
@@ -107,6 +110,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .partialHole: return "first half mapped, second half a hole"
         case .bar: return "each mmappable BAR of the device (VM_IO|VM_PFNMAP), one case each"
         case .barPlusAnon: return "one range spanning an anonymous vma and a BAR vma"
+        case .peerBar: return "BAR0 of a second device (--peer) in the same container, DMAed into by the first (peer-to-peer)"
         case .mlocked: return "mlock()ed private anonymous memory"
         case .memfdSecret: return "memfd_secret() memory (removed from the direct map)"
         case .mixedmapSpecial: return "VM_MIXEDMAP vma of special PTEs (MMIO pfns, no struct page) from the test module"

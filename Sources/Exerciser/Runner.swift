@@ -31,7 +31,8 @@ struct Runner {
             return rec
         }
         let o = session.options
-        let ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
+        var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
+        ctx.peer = session.peer
         let region: Region
         do {
             region = try backing.build(size: planned.size, instance: planned.instance, context: ctx)
@@ -86,7 +87,12 @@ struct Runner {
             Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
-            if let dma = session.dma, let scratch = session.scratch {
+            if planned.kind == .peerBar, case .success(let peer) = session.peer {
+                let (checks, summary) = PeerCheck.run(dma: session.dma, scratch: session.scratch, scratchIOVA: session.scratchIOVA,
+                                                      peer: peer, iova: iova, why: session.dmaUnavailable)
+                rec.checks += checks
+                rec.properties["data"] = summary
+            } else if let dma = session.dma, let scratch = session.scratch {
                 var check = DataCheck(dma: dma, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
                 if session.options.inject == "wrong-iova" { check.wrongIOVA = session.scratchIOVA }
                 let (checks, summary) = check.run(region: region, iova: iova, flags: planned.dmaFlags)

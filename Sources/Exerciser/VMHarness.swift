@@ -21,6 +21,8 @@ public struct VMHarness {
         /// Appended to QEMU's command line as they are (`--qemu-arg`).
         public var extraQEMU: [String] = []
         public var device = "0000:00:03.0"
+        /// The second edu: peer-to-peer target (and the test module's special-PTE MMIO).
+        public var peer = "0000:00:04.0"
         public init(cacheDir: String, outDir: String, scriptsDir: String, configsDir: String, guestBinary: String) {
             self.cacheDir = cacheDir
             self.outDir = outDir
@@ -225,7 +227,7 @@ public struct VMHarness {
 
     /// The matrix: `run` in the guest, results judged here with the host's configs.
     public func run() throws -> Outcome {
-        let args = ["run", "--device", config.device, "--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
+        let args = ["run", "--device", config.device, "--peer", config.peer, "--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
                     "--format", "table", "--color", "never"] + config.guestArgs
         let kernel = config.kernel
         let boot = try self.boot(args: args, files: []) { text in

@@ -26,6 +26,9 @@ struct Run: ParsableCommand {
     @Option(help: "Device-dax node for devdax (default: the first on /sys/bus/dax).")
     var devdax: String?
 
+    @Option(help: "A second device bound to vfio-pci (an edu) whose BAR0 the device DMAs into, for peer-bar.")
+    var peer: String?
+
     /// Test hook for the harness: "panic-after:N" or "hang-after:N" cases.
     @Option(help: .hidden)
     var inject: String?
@@ -50,6 +53,7 @@ struct Run: ParsableCommand {
 
     func validate() throws {
         try validatePCIAddress(device, "--device")
+        if let peer { try validatePCIAddress(peer, "--peer") }
     }
 
     func run() throws {
@@ -72,6 +76,7 @@ struct Run: ParsableCommand {
         opts.tmpfsDir = tmpfsDir
         opts.fsdaxDir = fsdaxDir
         opts.devdax = devdax
+        opts.peer = peer
         opts.dataCheck = !matrix.noDataCheck
         opts.inject = inject
         opts.isolate = !matrix.noIsolation

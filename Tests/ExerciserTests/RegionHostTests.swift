@@ -189,7 +189,7 @@ final class RegionHostTests: XCTestCase {
     static let checkedKinds: Set<CaseKind> = [
         .anonPrivate, .anonUntouched, .anonShared, .memfd, .memfdHugetlb2M, .hugetlb2M, .hugetlb1G, .thp,
         .tmpfsFile, .fsFile, .readonlyWrite, .readonlyRead, .protNone, .hole, .partialHole, .bar, .barPlusAnon,
-        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage, .fsdaxFile, .devdax, .memfdMapFile, .memfdHugetlbMapFile,
+        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage, .fsdaxFile, .devdax, .memfdMapFile, .memfdHugetlbMapFile, .peerBar,
     ]
 
     func testRegistryCoversEveryRegionKindOnce() {
@@ -355,6 +355,12 @@ final class RegionHostTests: XCTestCase {
                     XCTAssertEqual(reason, "/dev/vfio_exerciser_test: ENOENT (the test module vfio_exerciser_test is not loaded)")
                 }
             }
+        }
+    }
+
+    func testPeerBARNeedsAPeerDevice() {
+        XCTAssertThrowsError(try build(.peerBar)) { e in
+            XCTAssertEqual((e as? RegionUnavailable)?.reason, "no peer device (run --peer BDF)")
         }
     }
 

@@ -242,6 +242,17 @@ struct BAR: RegionBacking {
     }
 }
 
+/// The peer's BAR0 (VM_PFNMAP like `bar`, but another device's): what peer-to-peer DMA targets.
+struct PeerBAR: RegionBacking {
+    static let kind = CaseKind.peerBar
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        let bar = try context.peer.get()
+        guard let mem = bar.memory else { throw RegionUnavailable("the peer's \(bar.name) is not mmappable") }
+        return Region(vaddr: mem.address, size: UInt64(mem.length), access: .none("peer MMIO: checked peer-to-peer"),
+                      properties: ["peer_bar": bar.name, "bar_size": formatSize(bar.region.size)])
+    }
+}
+
 /// An anonymous vma immediately followed by a BAR vma, mapped as one range.
 struct BARPlusAnon: RegionBacking {
     static let kind = CaseKind.barPlusAnon

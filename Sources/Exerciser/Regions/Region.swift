@@ -67,6 +67,8 @@ public struct RegionContext {
     public var fsdaxDir: String
     /// A device-dax node; nil: the first one on /sys/bus/dax.
     public var devdax: String?
+    /// BAR0 of the peer device (--peer), opened in the same container; or why there is none.
+    public var peer: Result<BARMapping, RegionUnavailable> = .failure(RegionUnavailable("no peer device (run --peer BDF)"))
     public init(bars: [BARMapping], fsDir: String, tmpfsDir: String, fsdaxDir: String = "/mnt/dax", devdax: String? = nil) {
         self.bars = bars
         self.fsDir = fsDir
@@ -206,7 +208,7 @@ public enum Backings {
         AnonPrivate.self, AnonUntouched.self, AnonShared.self, Memfd.self, MemfdHugetlb2M.self,
         Hugetlb2M.self, Hugetlb1G.self, THP.self, TmpfsFile.self, FSFile.self, ReadonlyWrite.self,
         ReadonlyRead.self, ProtNone.self, Hole.self, PartialHole.self, BAR.self, BARPlusAnon.self,
-        Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self, FsdaxFile.self, Devdax.self,
+        PeerBAR.self, Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self, FsdaxFile.self, Devdax.self,
         MemfdMapFile.self, MemfdHugetlbMapFile.self,
     ]
 
