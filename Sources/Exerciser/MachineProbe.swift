@@ -14,6 +14,8 @@ public struct MachineProbe: Codable {
 
     public var kernel: String
     public var vfioContainer: Bool
+    /// What answers on /dev/vfio/vfio: the VFIO type1 container, or iommufd's emulation of it.
+    public var vfioContainerBackend: String?
     public var devIOMMU: Bool
     public var vfioCdevs: [String]
     public var extensions: [String: Bool]
@@ -31,7 +33,9 @@ public struct MachineProbe: Codable {
         let fm = FileManager.default
         var ext: [String: Bool] = [:]
         let container = try? Container()
+        var backend: String?
         if let c = container {
+            backend = Self.containerBackend(c)
             for (name, v) in [("type1", VFIO_TYPE1_IOMMU), ("type1v2", VFIO_TYPE1v2_IOMMU), ("unmap-all", VFIO_UNMAP_ALL),
                               ("update-vaddr", VFIO_UPDATE_VADDR), ("noiommu", VFIO_NOIOMMU_IOMMU)] {
                 ext[name] = c.checkExtension(v)
@@ -66,15 +70,31 @@ public struct MachineProbe: Codable {
         getrlimit(__rlimit_resource_t(8), &rl)  // RLIMIT_MEMLOCK
         let memlock = rl.rlim_cur == rlim_t.max ? "unlimited" : formatSize(UInt64(rl.rlim_cur))
         let cdevs = ((try? fm.contentsOfDirectory(atPath: "/dev/vfio/devices")) ?? []).sorted()
-        return MachineProbe(kernel: kernelRelease(), vfioContainer: fm.fileExists(atPath: "/dev/vfio/vfio"),
+        return MachineProbe(kernel: kernelRelease(), vfioContainer: fm.fileExists(atPath: "/dev/vfio/vfio"), vfioContainerBackend: backend,
                             devIOMMU: fm.fileExists(atPath: "/dev/iommu"), vfioCdevs: cdevs, extensions: ext, groups: groups,
                             hugepages: huge, thp: read("/sys/kernel/mm/transparent_hugepage/enabled"),
                             rlimitMemlock: memlock, iommufdHeader: cvfio_have_iommufd_header != 0)
     }
 
+    /// iommufd serves its own ioctls on the fd it hands out as /dev/vfio/vfio
+    /// (CONFIG_IOMMUFD_VFIO_CONTAINER): IOMMU_DESTROY of object 0 finds no such object (ENOENT).
+    /// The real container, with no IOMMU set, refuses any ioctl it does not know (EINVAL).
+    static func containerBackend(_ c: Container) -> String? {
+        #if IOMMUFD_UAPI
+        var d = iommu_destroy()
+        d.id = 0
+        switch Sys.ioctl(c.fd, CVFIO_IOMMU_DESTROY, &d, argsz: \.size) {
+        case .failure(.noSuchFileOrDirectory): return "iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER)"
+        default: return "vfio (vfio_iommu_type1)"
+        }
+        #else
+        return nil
+        #endif
+    }
+
     public var text: String {
         var s = "kernel            \(kernel)\n"
-        s += "/dev/vfio/vfio    \(vfioContainer ? "present" : "missing (modprobe vfio-pci)")\n"
+        s += "/dev/vfio/vfio    \(vfioContainer ? "present" + (vfioContainerBackend.map { ", served by \($0)" } ?? "") : "missing (modprobe vfio-pci)")\n"
         s += "/dev/iommu        \(devIOMMU ? "present" : "missing (kernel without CONFIG_IOMMUFD)")\n"
         s += "vfio cdevs        \(vfioCdevs.isEmpty ? "none" : vfioCdevs.joined(separator: " "))\n"
         s += "extensions        \(extensions.isEmpty ? "(no container)" : extensions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value ? "yes" : "no")" }.joined(separator: " "))\n"

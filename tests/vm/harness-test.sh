@@ -83,5 +83,18 @@ check "both finished cases kept" test "$(jq '[.results[] | select(.verdict.kind 
 check "the panic is an incident" jqe '.incidents | map(test("Kernel panic")) | any' "$(report panic)"
 check "the case after the panic is lost" test "$(jq -r '.results[] | select(.record.id == "type1v2/hole") | .record.outcome' "$(report panic)" | cut -c1-5)" = "lost:"
 
+echo "== probe on the test kernel: what it says is what the guest has"
+rc=0
+$bin vm --kernel test:7.3 --out "$out/probe" --guest-script tests/vm/guest/probe.sh >"$out/probe.txt" 2>"$out/probe.err" || rc=$?
+sed -n '/PROBE-BEGIN/,/PROBE-END/p' "$out/probe.txt" | sed '1d;$d' >"$out/probe.json"
+check "the guest script exited 0" test "$rc" -eq 0
+check "probe --json is JSON" jqe . "$out/probe.json"
+check "/dev/iommu and vfio cdevs (two edus, two mdevs)" jqe '.devIOMMU and (.vfioCdevs | length) == 4' "$out/probe.json"
+check "/dev/vfio/vfio is the real type1 container (IOMMUFD_VFIO_CONTAINER off)" jqe '.vfioContainerBackend == "vfio (vfio_iommu_type1)"' "$out/probe.json"
+check "type1v2 and unmap-all offered" jqe '.extensions.type1v2 and .extensions["unmap-all"]' "$out/probe.json"
+check "each edu in its own viable group, with 4K|2M|1G IOMMU pages" \
+    jqe '[.groups[] | select(.devices[0].device == "0x11e8")] | length == 2 and all(.viable and .iommu.pageSizes == 1075843072)' "$out/probe.json"
+check "the hugepage pools the VM reserved" jqe '.hugepages["hugepages-1048576kB"] == "nr=1 free=1" and .hugepages["hugepages-2048kB"] == "nr=64 free=64"' "$out/probe.json"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
