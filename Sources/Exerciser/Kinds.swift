@@ -23,6 +23,9 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     /// BAR0 of a second device (--peer) in the same container: the device under test DMAs
     /// into it and out of it (peer-to-peer through the IOMMU).
     case peerBar = "peer-bar"
+    /// The same BAR exported as a dma-buf and mapped with IOMMU_IOAS_MAP_FILE: iommufd's
+    /// supported peer-to-peer route (iommufd only).
+    case peerBarDmabuf = "peer-bar-dmabuf"
     case mlocked
     case memfdSecret = "memfd-secret"
     /// VM_MIXEDMAP vmas from the test module (kmod/): pfns without struct page (special PTEs,
@@ -48,13 +51,16 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case unmapAll = "unmap-all"
 
     /// Kinds mapped by file rather than by user VA: an IOAS call, so the iommufd backend only.
-    public var mapsByFile: Bool { self == .memfdMapFile || self == .memfdHugetlbMapFile }
+    public var mapsByFile: Bool { self == .memfdMapFile || self == .memfdHugetlbMapFile || self == .peerBarDmabuf }
+
+    /// Kinds whose data check is the peer-to-peer one.
+    public var targetsPeer: Bool { self == .peerBar || self == .peerBarDmabuf }
 
     /// mdev backends exercise the pin path of memory: no argument edges (they need an IOMMU
     /// domain to mean much) and no BARs (an mdev has none of the PCI device's).
     public func runs(on b: BackendKind) -> Bool {
         if mapsByFile { return b == .iommufd }
-        if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon && self != .peerBar }
+        if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon && !targetsPeer }
         return true
     }
 
@@ -79,7 +85,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .hugetlb1G: return 1 << 30
         case .memfdHugetlb2M, .hugetlb2M, .thp, .fsdaxFile, .devdax, .memfdHugetlbMapFile: return 2 << 20
         case .memlockLimit: return 8 << 20
-        case .bar, .barPlusAnon, .peerBar: return 0  // from the BAR
+        case .bar, .barPlusAnon, .peerBar, .peerBarDmabuf: return 0  // from the BAR
         default: return 64 << 10
         }
     }
@@ -111,6 +117,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .bar: return "each mmappable BAR of the device (VM_IO|VM_PFNMAP), one case each"
         case .barPlusAnon: return "one range spanning an anonymous vma and a BAR vma"
         case .peerBar: return "BAR0 of a second device (--peer) in the same container, DMAed into by the first (peer-to-peer)"
+        case .peerBarDmabuf: return "the peer's BAR0 as a dma-buf (VFIO_DEVICE_FEATURE_DMA_BUF) mapped by IOMMU_IOAS_MAP_FILE (iommufd only)"
         case .mlocked: return "mlock()ed private anonymous memory"
         case .memfdSecret: return "memfd_secret() memory (removed from the direct map)"
         case .mixedmapSpecial: return "VM_MIXEDMAP vma of special PTEs (MMIO pfns, no struct page) from the test module"

@@ -87,7 +87,7 @@ struct Runner {
             Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
-            if planned.kind == .peerBar, case .success(let peer) = session.peer {
+            if planned.kind.targetsPeer, case .success(let peer) = session.peer {
                 let (checks, summary) = PeerCheck.run(dma: session.dma, scratch: session.scratch, scratchIOVA: session.scratchIOVA,
                                                       peer: peer, iova: iova, why: session.dmaUnavailable)
                 rec.checks += checks

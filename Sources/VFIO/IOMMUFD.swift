@@ -1,6 +1,9 @@
 #if IOMMUFD_UAPI
 import CVFIO
 import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// /dev/iommu. Owns the fd; objects created in it (IOAS) die with it.
 public final class IOMMUFD {
@@ -158,6 +161,33 @@ extension Device {
     public func detach() {
         var d = vfio_device_detach_iommufd_pt()
         _ = Sys.ioctl(fd, CVFIO_DEVICE_DETACH_IOMMUFD_PT, &d, argsz: \.argsz)
+    }
+
+    /// VFIO_DEVICE_FEATURE_DMA_BUF: `length` bytes of BAR `index` from offset 0 as a dma-buf,
+    /// whose fd the ioctl returns. ENOTTY where the UAPI header this was built with lacks it.
+    public func exportDMABuf(region index: UInt32, length: UInt64) -> Result<Int32, Errno> {
+        guard CVFIO_DEVICE_FEATURE_DMA_BUF != 0 else { return .failure(.inappropriateIOCTLForDevice) }
+        // vfio_device_feature, then its payload: vfio_device_feature_dma_buf and one range.
+        let head = MemoryLayout<vfio_device_feature>.size
+        let body = MemoryLayout<vfio_device_feature_dma_buf>.size
+        let total = head + body + MemoryLayout<vfio_region_dma_range>.size
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        var f = vfio_device_feature()
+        f.argsz = UInt32(total)
+        f.flags = CVFIO_DEVICE_FEATURE_GET | CVFIO_DEVICE_FEATURE_DMA_BUF
+        raw.storeBytes(of: f, as: vfio_device_feature.self)
+        var d = vfio_device_feature_dma_buf()
+        d.region_index = index
+        d.open_flags = UInt32(O_RDWR | O_CLOEXEC)
+        d.nr_ranges = 1
+        (raw + head).storeBytes(of: d, as: vfio_device_feature_dma_buf.self)
+        var r = vfio_region_dma_range()
+        r.offset = 0
+        r.length = length
+        (raw + head + body).storeBytes(of: r, as: vfio_region_dma_range.self)
+        return Sys.ioctl(fd, CVFIO_DEVICE_FEATURE, raw)
     }
 }
 #endif

@@ -48,9 +48,10 @@ final class PlanStreamTests: XCTestCase {
 
     func testMapFileKindsRunOnTheIommufdBackendOnly() {
         let m = Matrix(backends: [.type1v2, .iommufdCompatType1v2, .iommufd, .mdevPin],
-                       cases: [Self.template(.memfdMapFile), Self.template(.memfd)])
+                       cases: [Self.template(.memfdMapFile), Self.template(.memfd), Self.template(.peerBarDmabuf)])
         XCTAssertEqual(Planner.plan(m, backends: nil, kinds: nil, bars: []).map(\.id),
-                       ["type1v2/memfd", "iommufd-compat-type1v2/memfd", "iommufd/memfd-map-file", "iommufd/memfd", "mdev-pin/memfd"])
+                       ["type1v2/memfd", "iommufd-compat-type1v2/memfd", "iommufd/memfd-map-file", "iommufd/memfd", "iommufd/peer-bar-dmabuf",
+                        "mdev-pin/memfd"])
     }
 
     func testCaseBackendsNarrowWhereItRuns() throws {

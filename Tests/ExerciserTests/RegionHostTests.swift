@@ -189,7 +189,7 @@ final class RegionHostTests: XCTestCase {
     static let checkedKinds: Set<CaseKind> = [
         .anonPrivate, .anonUntouched, .anonShared, .memfd, .memfdHugetlb2M, .hugetlb2M, .hugetlb1G, .thp,
         .tmpfsFile, .fsFile, .readonlyWrite, .readonlyRead, .protNone, .hole, .partialHole, .bar, .barPlusAnon,
-        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage, .fsdaxFile, .devdax, .memfdMapFile, .memfdHugetlbMapFile, .peerBar,
+        .mlocked, .memfdSecret, .mixedmapSpecial, .mixedmapPage, .fsdaxFile, .devdax, .memfdMapFile, .memfdHugetlbMapFile, .peerBar, .peerBarDmabuf,
     ]
 
     func testRegistryCoversEveryRegionKindOnce() {
@@ -359,8 +359,10 @@ final class RegionHostTests: XCTestCase {
     }
 
     func testPeerBARNeedsAPeerDevice() {
-        XCTAssertThrowsError(try build(.peerBar)) { e in
-            XCTAssertEqual((e as? RegionUnavailable)?.reason, "no peer device (run --peer BDF)")
+        for kind in [CaseKind.peerBar, .peerBarDmabuf] {
+            XCTAssertThrowsError(try build(kind)) { e in
+                XCTAssertEqual((e as? RegionUnavailable)?.reason, "no peer device (run --peer BDF)", kind.rawValue)
+            }
         }
     }
 

@@ -55,6 +55,14 @@ static const unsigned long CVFIO_DEVICE_BIND_IOMMUFD = VFIO_DEVICE_BIND_IOMMUFD;
 static const unsigned long CVFIO_DEVICE_ATTACH_IOMMUFD_PT = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
 static const unsigned long CVFIO_DEVICE_DETACH_IOMMUFD_PT = VFIO_DEVICE_DETACH_IOMMUFD_PT;
 static const unsigned long CVFIO_DEVICE_FEATURE = VFIO_DEVICE_FEATURE;
+static const uint32_t CVFIO_DEVICE_FEATURE_GET = VFIO_DEVICE_FEATURE_GET;
+#ifdef VFIO_DEVICE_FEATURE_DMA_BUF
+/* vfio-pci BARs as dma-bufs (7.x UAPI); 0 where the header predates it. */
+static const uint32_t CVFIO_DEVICE_FEATURE_DMA_BUF = VFIO_DEVICE_FEATURE_DMA_BUF;
+#define CVFIO_HAVE_DMA_BUF 1
+#else
+static const uint32_t CVFIO_DEVICE_FEATURE_DMA_BUF = 0;
+#endif
 /* cvfio_memlock_probe for an IOAS: the child maps with IOMMU_IOAS_MAP. */
 int cvfio_memlock_probe_ioas(int iommufd, uint32_t ioas_id, uint64_t iova, uint64_t size,
                              uint64_t limit_bytes, uint64_t *unmapped_out);

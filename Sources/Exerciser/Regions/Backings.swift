@@ -253,6 +253,31 @@ struct PeerBAR: RegionBacking {
     }
 }
 
+/// The peer's BAR0 as a dma-buf: the IOMMU gets the dma-buf fd (IOMMU_IOAS_MAP_FILE), the CPU
+/// checks through the BAR's mmap.
+struct PeerBARDmabuf: RegionBacking {
+    static let kind = CaseKind.peerBarDmabuf
+    func build(size: UInt64, instance: String?, context: RegionContext) throws -> Region {
+        let bar = try context.peer.get()
+        guard let mem = bar.memory else { throw RegionUnavailable("the peer's \(bar.name) is not mmappable") }
+        #if IOMMUFD_UAPI
+        let fd: Int32
+        switch bar.device.exportDMABuf(region: bar.region.index, length: bar.region.size) {
+        case .success(let f): fd = f
+        case .failure(let e):
+            throw RegionUnavailable("VFIO_DEVICE_FEATURE_DMA_BUF on the peer's \(bar.name): \(e.symbol)"
+                                    + (e == .inappropriateIOCTLForDevice || e == .notSupported || e == .invalidArgument ? " (kernel without CONFIG_VFIO_PCI_DMABUF)" : ""))
+        }
+        let r = Region(vaddr: mem.address, size: UInt64(mem.length), access: .none("peer MMIO: checked peer-to-peer"),
+                       properties: ["peer_bar": bar.name, "dma_buf": "fd"], keep: [FDOwner(FileDescriptor(rawValue: fd))])
+        r.file = (fd, 0)
+        return r
+        #else
+        throw RegionUnavailable("built without iommufd.h: no VFIO_DEVICE_FEATURE_DMA_BUF")
+        #endif
+    }
+}
+
 /// An anonymous vma immediately followed by a BAR vma, mapped as one range.
 struct BARPlusAnon: RegionBacking {
     static let kind = CaseKind.barPlusAnon

@@ -208,7 +208,7 @@ public enum Backings {
         AnonPrivate.self, AnonUntouched.self, AnonShared.self, Memfd.self, MemfdHugetlb2M.self,
         Hugetlb2M.self, Hugetlb1G.self, THP.self, TmpfsFile.self, FSFile.self, ReadonlyWrite.self,
         ReadonlyRead.self, ProtNone.self, Hole.self, PartialHole.self, BAR.self, BARPlusAnon.self,
-        PeerBAR.self, Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self, FsdaxFile.self, Devdax.self,
+        PeerBAR.self, PeerBARDmabuf.self, Mlocked.self, MemfdSecret.self, MixedmapSpecial.self, MixedmapPage.self, FsdaxFile.self, Devdax.self,
         MemfdMapFile.self, MemfdHugetlbMapFile.self,
     ]
 
