@@ -19,6 +19,8 @@ public struct BenchOptions {
     public var cHelper: String?
     public var fsDir = "/mnt/fs"
     public var tmpfsDir = "/dev/shm"
+    public var fsdaxDir = "/mnt/dax"
+    public var devdax: String?
 
     public init(device: String) { self.device = device }
 
@@ -190,6 +192,8 @@ public final class BenchRunner {
         ro.dataCheck = false  // no scratch page, no bus mastering: only the BAR mmaps
         ro.fsDir = options.fsDir
         ro.tmpfsDir = options.tmpfsDir
+        ro.fsdaxDir = options.fsdaxDir
+        ro.devdax = options.devdax
         let session: Session
         do {
             session = try Session(backend: backend, group: group, options: ro, pci: pci)
@@ -247,7 +251,8 @@ public final class BenchRunner {
             }
             instance = bar.name
         }
-        let ctx = RegionContext(bars: session.bars, fsDir: options.fsDir, tmpfsDir: options.tmpfsDir)
+        let ctx = RegionContext(bars: session.bars, fsDir: options.fsDir, tmpfsDir: options.tmpfsDir, fsdaxDir: options.fsdaxDir,
+                                devdax: options.devdax)
         let region: Region
         do {
             region = try backing.build(size: e.kind == .bar ? 0 : e.size, instance: instance, context: ctx)

@@ -236,10 +236,7 @@ final class Session {
             dev = try group.device(mdev?.uuid ?? pci.address)
         } else {
             #if IOMMUFD_UAPI
-            guard let path = Session.cdev(pci.address), let fd = iommufd, let ioas else { throw UsageError("no cdev") }
-            dev = try Device.openCdev(path, name: pci.address)
-            _ = try dev.bind(fd)
-            try dev.attach(ioas)
+            dev = try openCdev(pci.address)
             #else
             throw UsageError("no group and no iommufd")
             #endif
@@ -288,6 +285,19 @@ final class Session {
         dma = driver
     }
 
+    #if IOMMUFD_UAPI
+    /// A device's cdev bound to this session's iommufd and attached to its IOAS; `opened` gets
+    /// the device before the bind, so whoever owns it closes it even when bind or attach fails.
+    func openCdev(_ address: String, opened: (Device) -> Void = { _ in }) throws -> Device {
+        guard let path = Session.cdev(address), let fd = iommufd, let ioas else { throw UsageError("\(address) has no VFIO cdev") }
+        let dev = try Device.openCdev(path, name: address)
+        opened(dev)
+        _ = try dev.bind(fd)
+        try dev.attach(ioas)
+        return dev
+    }
+    #endif
+
     /// Opens the peer into this session's container (its own group) or IOAS and mmaps its BAR0.
     /// Failures only make peer-bar a SKIP with the reason.
     func openPeer(_ address: String) {
@@ -309,11 +319,7 @@ final class Session {
                 }
             } else {
                 #if IOMMUFD_UAPI
-                guard let path = Session.cdev(address), let fd = iommufd, let ioas else { throw RegionUnavailable("peer \(address) has no VFIO cdev") }
-                dev = try Device.openCdev(path, name: address)
-                peerDevice = dev
-                _ = try dev.bind(fd)
-                try dev.attach(ioas)
+                dev = try openCdev(address) { self.peerDevice = $0 }
                 #else
                 throw RegionUnavailable("no group and no iommufd")
                 #endif

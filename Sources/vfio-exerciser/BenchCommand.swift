@@ -51,11 +51,7 @@ struct Bench: ParsableCommand {
     @Option(help: "bench/map_bench (static) to run after each backend for the tool-overhead comparison.")
     var cHelper: String?
 
-    @Option(help: "Directory on ext2/ext4 for fs-file.")
-    var fsDir = "/mnt/fs"
-
-    @Option(help: "Directory on tmpfs for tmpfs-file.")
-    var tmpfsDir = "/dev/shm"
+    @OptionGroup var dirs: RegionDirOptions
 
     // MARK: output and comparison
 
@@ -154,8 +150,10 @@ struct Bench: ParsableCommand {
             o.iova = v
         }
         o.cHelper = cHelper
-        o.fsDir = fsDir
-        o.tmpfsDir = tmpfsDir
+        o.fsDir = dirs.fsDir
+        o.tmpfsDir = dirs.tmpfsDir
+        o.fsdaxDir = dirs.fsdaxDir
+        o.devdax = dirs.devdax
         try o.validate()
         return o
     }

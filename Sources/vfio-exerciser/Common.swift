@@ -79,6 +79,21 @@ struct MatrixOptions: ParsableArguments {
     }
 }
 
+/// Where the file-backed kinds put their files (run and bench).
+struct RegionDirOptions: ParsableArguments {
+    @Option(help: "Directory on a writeback filesystem (ext2/ext4) for fs-file.")
+    var fsDir = "/mnt/fs"
+
+    @Option(help: "Directory on tmpfs for tmpfs-file.")
+    var tmpfsDir = "/dev/shm"
+
+    @Option(help: "Directory on a filesystem mounted -o dax (pmem) for fsdax-file.")
+    var fsdaxDir = "/mnt/dax"
+
+    @Option(help: "Device-dax node for devdax (default: the first on /sys/bus/dax).")
+    var devdax: String?
+}
+
 /// A timeout must be a positive, finite number of seconds the code can turn into nanoseconds
 /// (`UInt64(timeout * 1e9)`) and an `Int` (the guest's kernel command line).
 func validateSeconds(_ value: Double, _ option: String) throws {

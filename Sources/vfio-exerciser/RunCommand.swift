@@ -14,17 +14,7 @@ struct Run: ParsableCommand {
     @Option(help: "Append one JSON line per finished case here (survives a crash).")
     var stream: String?
 
-    @Option(help: "Directory on a writeback filesystem (ext2/ext4) for fs-file.")
-    var fsDir = "/mnt/fs"
-
-    @Option(help: "Directory on tmpfs for tmpfs-file.")
-    var tmpfsDir = "/dev/shm"
-
-    @Option(help: "Directory on a filesystem mounted -o dax (pmem) for fsdax-file.")
-    var fsdaxDir = "/mnt/dax"
-
-    @Option(help: "Device-dax node for devdax (default: the first on /sys/bus/dax).")
-    var devdax: String?
+    @OptionGroup var dirs: RegionDirOptions
 
     @Option(help: "A second device bound to vfio-pci (an edu) whose BAR0 the device DMAs into, for peer-bar.")
     var peer: String?
@@ -72,10 +62,10 @@ struct Run: ParsableCommand {
 
     func runMatrix(_ m: Matrix, _ expectations: Expectations) throws {
         var opts = RunOptions(device: device)
-        opts.fsDir = fsDir
-        opts.tmpfsDir = tmpfsDir
-        opts.fsdaxDir = fsdaxDir
-        opts.devdax = devdax
+        opts.fsDir = dirs.fsDir
+        opts.tmpfsDir = dirs.tmpfsDir
+        opts.fsdaxDir = dirs.fsdaxDir
+        opts.devdax = dirs.devdax
         opts.peer = peer
         opts.dataCheck = !matrix.noDataCheck
         opts.inject = inject
