@@ -29,10 +29,11 @@ enum CLI {
             return Termination(code: 0, stdout: text.isEmpty || text.hasSuffix("\n") ? text : text + "\n")
         }
         // Argument errors: the parser's message without its usage screen, on one line.
-        // "Please provide one of the following:\n- a\n- b" becomes "…: a, b"; any other line break
-        // (one in a value the user gave) is escaped by failure().
+        // "Please provide one of the following:\n  - a\n  - b" becomes "…: a, b"; any other line
+        // break (one in a value the user gave) is escaped by failure().
         var message = Root.message(for: error).trimmingCharacters(in: .whitespacesAndNewlines)
-            .replacingOccurrences(of: ":\n- ", with: ": ").replacingOccurrences(of: "\n- ", with: ", ")
+            .replacingOccurrences(of: #":\n *- "#, with: ": ", options: .regularExpression)
+            .replacingOccurrences(of: #"\n *- "#, with: ", ", options: .regularExpression)
         if message.isEmpty { message = String(describing: type(of: error)) }
         return failure(code == .validationFailure ? message + " (see --help)" : message)
     }

@@ -191,7 +191,11 @@ final class CLIFuzzTests: XCTestCase {
             (["bind", "0000:00:03.0/../../../.."], 2, "is not a PCI address"),
             (["unbind", "--all", "--after-pid=-1"], 2, "--after-pid -1 is not a process id"),
             (["run", "--device", "0000:99:99.9", "--kind", "bogus"], 2, "'bogus' is invalid for '--kind <kind>'"),
-            (["run", "--device", "0000:99:99.9", "--format", "xml"], 2, "'xml' is invalid for '--format <format>'"),
+            (["run", "--device", "0000:99:99.9", "--format", "xml"], 2,
+             "vfio-exerciser: error: The value 'xml' is invalid for '--format <format>'. Please provide one of 'table', 'json', 'ktap' or 'junit'. (see --help)\n"),
+            // A long list of values: one line, comma-separated, not escaped line breaks.
+            (["run", "--device", "0000:99:99.9", "--kind", "bogus"], 2,
+             "Please provide one of the following: anon-private, anon-untouched, anon-shared, memfd,"),
             (["run", "--device", "0000:99:99.9"], 2, "no PCI device 0000:99:99.9"),
             (["run", "--device", "0000:99:99.9", "--configs", "/nonexistent"], 2, "/nonexistent/matrix.yaml: cannot read"),
             (["run", "--device", "0000:99:99.9", "--kind", "a\nb"], 2, "'a\\nb' is invalid"),
