@@ -1,4 +1,5 @@
 import XCTest
+import Yams
 @testable import Exerciser
 
 /// Expectations.judge, kernel ranges and exit codes: the pure core every report is built on.
@@ -159,6 +160,22 @@ final class VerdictTests: XCTestCase {
     func testFlagsMatchAsASet() {
         let e = Expectations(rows: [Self.row([.anonPrivate], "ok", flags: ["write", "read"])])
         XCTAssertEqual(e.judge(Self.rec(.anonPrivate, .ok, flags: ["read", "write"]), kernel: Self.k66).kind, .pass)
+    }
+
+    func testExceptBackendsLeavesThoseToAnotherRow() throws {
+        var everywhere = Self.row([.hole], "EFAULT", line: "exp.yaml:2")
+        everywhere.exceptBackends = [.mdevMap]
+        let mdev = Self.row([.hole], "ok", backends: [.mdevMap], line: "exp.yaml:7")
+        let e = Expectations(rows: [everywhere, mdev])
+        XCTAssertEqual(e.judge(Self.rec(.hole, .errno("EFAULT"), backend: .type1v2, unmapped: nil), kernel: Self.k66).kind, .pass)
+        XCTAssertEqual(e.judge(Self.rec(.hole, .ok, backend: .mdevMap), kernel: Self.k66).kind, .pass,
+                       "the mdev-map case matches only its own row, not the excepted one")
+        XCTAssertEqual(e.judge(Self.rec(.hole, .errno("EFAULT"), backend: .mdevMap, unmapped: nil), kernel: Self.k66).kind, .fail)
+        // Both keys on one row is a configuration error.
+        let yaml = "schema: 1\nexpectations:\n  - kind: hole\n    backends: [type1]\n    except_backends: [mdev-map]\n    outcome: EFAULT\n    decided_by: x\n"
+        XCTAssertThrowsError(try Expectations.parse(try XCTUnwrap(Yams.compose(yaml: yaml)), file: "e.yaml")) { err in
+            XCTAssertEqual("\(err)", "e.yaml:3: give backends or except_backends, not both")
+        }
     }
 
     func testAmbiguous() {
