@@ -78,29 +78,13 @@ struct Bench: ParsableCommand {
     @Option(help: "Kernel for --vm (repeatable): debian:6.1, debian:6.12, debian:7.3 or a Debian version. Default: debian:6.1 and debian:7.3.")
     var kernel: [String] = []
 
-    @Option(help: "Your own kernel image for --vm instead of a Debian package.")
-    var kernelImage: String?
-
-    @Option(help: "Modules for --kernel-image.")
-    var modules: String?
-
     @Option(help: "Where --vm writes per kernel: bench.json, bench.svg, bench.txt, console.log; and the comparison.")
     var out = "out/bench"
-
-    @Option(help: "Where kernels are downloaded and kept.")
-    var cache: String = {
-        let env = ProcessInfo.processInfo.environment
-        return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? "/root") + "/.cache")) + "/vfio-exerciser"
-    }()
 
     @Option(help: "Seconds before a hung guest is killed.")
     var timeout: Double = 600
 
-    @Flag(help: "Use KVM instead of TCG.")
-    var kvm = false
-
-    @Option(help: "Binary to run inside the guest (default: this one).")
-    var guestBinary: String?
+    @OptionGroup var guest: GuestOptions
 
     @Option(help: "Directory holding matrix.yaml and expectations.yaml (for the matrix timing).")
     var configs: String?
@@ -128,7 +112,7 @@ struct Bench: ParsableCommand {
         }
         if vm && device != nil { throw ValidationError("--device is for a local run; the VM's device is 0000:00:03.0") }
         if vm && cHelper != nil { throw ValidationError("--c-helper is for a local run; --vm builds bench/map_bench.c itself") }
-        if !vm && (!kernel.isEmpty || kernelImage != nil) { throw ValidationError("--kernel and --kernel-image need --vm") }
+        if !vm && (!kernel.isEmpty || guest.kernelImage != nil) { throw ValidationError("--kernel and --kernel-image need --vm") }
     }
 
     func options(device: String) throws -> BenchOptions {
@@ -214,40 +198,25 @@ struct Bench: ParsableCommand {
         try write(BenchPlot.svg(run), to: svg)
     }
 
-    func absolute(_ p: String) -> String {
-        p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
-    }
-
     /// One boot per kernel (bench, then the default matrix for its timing), then the comparison.
     func runVM(baseline: BenchRun?) throws -> Int32 {
         _ = try options(device: "0000:00:03.0")  // validate here, not in the guest
-        do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
-            throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
-        }
-        guard let scripts = VMHarness.locateScripts() else { throw UsageError("cannot find scripts/fetch-kernel.sh (run from the repository)") }
-        let repo = URL(fileURLWithPath: scripts).deletingLastPathComponent().path
+        let prepared = try guest.prepare()
+        let repo = URL(fileURLWithPath: prepared.scripts).deletingLastPathComponent().path
         let configsDir = try ConfigLocator.find(configs)
-        let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
-        let outRoot = absolute(out)
+        let outRoot = absolutePath(out)
         try FileManager.default.createDirectory(atPath: outRoot, withIntermediateDirectories: true)
         var helper: String?
         if !noCHelper {
             progress("building bench/map_bench.c")
             helper = try VMHarness.buildCHelper(benchDir: repo + "/bench", out: outRoot + "/map_bench")
         }
-        let kernels = kernelImage != nil ? ["local"] : (kernel.isEmpty ? ["debian:6.1", "debian:7.3"] : kernel)
+        let kernels = guest.kernels(kernel, fallback: ["debian:6.1", "debian:7.3"])
         var runs: [BenchRun] = []
         var code: Int32 = 0
         for k in kernels {
             let name = k.replacingOccurrences(of: ":", with: "-")
-            var c = VMHarness.Config(cacheDir: absolute(cache), outDir: outRoot + "/" + name, scriptsDir: scripts,
-                                     configsDir: absolute(configsDir), guestBinary: guest)
-            c.kernel = k
-            c.kernelImage = kernelImage
-            c.modulesDir = modules
-            c.timeout = timeout
-            c.kvm = kvm
+            let c = guest.config(kernel: k, outDir: outRoot + "/" + name, configsDir: configsDir, timeout: timeout, prepared: prepared)
             let outcome = try VMHarness(config: c, progress: progress).runBench(benchArgs: guestArguments, cHelper: helper)
             progressDone()
             guard var r = outcome.run else { continue }

@@ -79,6 +79,64 @@ struct MatrixOptions: ParsableArguments {
     }
 }
 
+/// The test VM's kernel and machine, shared by `vm` and `bench --vm` (each keeps its own
+/// --kernel default, --out and --timeout).
+struct GuestOptions: ParsableArguments {
+    @Option(help: "Your own kernel image (bzImage) instead of a Debian package.")
+    var kernelImage: String?
+
+    @Option(help: "Modules for --kernel-image: a root holding lib/modules/<release>, or that directory.")
+    var modules: String?
+
+    @Option(help: "Where kernels are downloaded and kept (default: $XDG_CACHE_HOME or ~/.cache, /vfio-exerciser).")
+    var cache: String = {
+        let env = ProcessInfo.processInfo.environment
+        return (env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? "/root") + "/.cache")) + "/vfio-exerciser"
+    }()
+
+    @Flag(help: "Use KVM instead of TCG (nested KVM hangs on some hosts).")
+    var kvm = false
+
+    @Option(help: "Binary to run inside the guest (default: this one).")
+    var guestBinary: String?
+
+    @Option(name: .customLong("qemu-arg"), help: ArgumentHelp("Extra QEMU argument, as it is (repeatable).", valueName: "arg"))
+    var qemuArgs: [String] = []
+
+    /// The cache directory made, the harness scripts found, the guest binary checked.
+    func prepare() throws -> (scripts: String, guest: String) {
+        do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
+            throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
+        }
+        guard let scripts = VMHarness.locateScripts() else { throw UsageError("cannot find scripts/fetch-kernel.sh (run from the repository)") }
+        let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
+        return (scripts, guest)
+    }
+
+    /// What to boot: "local" for --kernel-image, else the --kernel list or `fallback`.
+    func kernels(_ given: [String], fallback: [String]) -> [String] {
+        kernelImage != nil ? ["local"] : (given.isEmpty ? fallback : given)
+    }
+
+    func config(kernel: String, outDir: String, configsDir: String, timeout: Double,
+                prepared: (scripts: String, guest: String)) -> VMHarness.Config {
+        var c = VMHarness.Config(cacheDir: absolutePath(cache), outDir: outDir, scriptsDir: prepared.scripts,
+                                 configsDir: absolutePath(configsDir), guestBinary: prepared.guest)
+        c.kernel = kernel
+        c.kernelImage = kernelImage
+        c.modulesDir = modules
+        c.timeout = timeout
+        c.kvm = kvm
+        c.extraQEMU = qemuArgs
+        return c
+    }
+}
+
+func absolutePath(_ p: String) -> String {
+    p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+}
+
 /// Where the file-backed kinds put their files (run and bench).
 struct RegionDirOptions: ParsableArguments {
     @Option(help: "Directory on a writeback filesystem (ext2/ext4) for fs-file.")

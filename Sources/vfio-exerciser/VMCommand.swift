@@ -16,35 +16,15 @@ struct VM: ParsableCommand {
     @Option(help: "Kernel to boot (repeatable): debian:6.1, debian:6.12, debian:7.3 or a Debian version.")
     var kernel: [String] = []
 
-    @Option(help: "Your own kernel image (bzImage) instead of a Debian package.")
-    var kernelImage: String?
-
-    @Option(help: "Modules for --kernel-image: a root holding lib/modules/<release>, or that directory.")
-    var modules: String?
+    @OptionGroup var guest: GuestOptions
 
     @OptionGroup var matrix: MatrixOptions
-
-    @Option(help: "Where kernels are downloaded and kept (default: $XDG_CACHE_HOME or ~/.cache, /vfio-exerciser).")
-    var cache: String = {
-        let env = ProcessInfo.processInfo.environment
-        let base = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? "/root") + "/.cache")
-        return base + "/vfio-exerciser"
-    }()
 
     @Option(help: "Where reports, console log and initramfs go (one subdirectory per kernel).")
     var out = "out"
 
     @Option(help: "Seconds before a hung guest is killed.")
     var timeout: Double = 300
-
-    @Flag(help: "Use KVM instead of TCG (nested KVM hangs on some hosts).")
-    var kvm = false
-
-    @Option(help: "Binary to run inside the guest.")
-    var guestBinary: String?
-
-    @Option(name: .customLong("qemu-arg"), help: ArgumentHelp("Extra QEMU argument, as it is (repeatable).", valueName: "arg"))
-    var qemuArgs: [String] = []
 
     @Option(help: .hidden)
     var inject: String?
@@ -57,33 +37,19 @@ struct VM: ParsableCommand {
     }
 
     func run() throws {
-        do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
-            throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
-        }
         let (dir, _, _) = try matrix.load()
-        guard let scripts = VMHarness.locateScripts() else {
-            throw UsageError("cannot find scripts/fetch-kernel.sh (run from the repository)")
-        }
-        let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
-        let kernels = kernelImage != nil ? ["local"] : (kernel.isEmpty ? ["debian:6.1"] : kernel)
+        let prepared = try guest.prepare()
+        let kernels = guest.kernels(kernel, fallback: ["debian:6.1"])
         var guestArgs = matrix.guestArguments
         if let i = inject { guestArgs += ["--inject", i] }
         var codes: [Int32] = []
         var summary: [String] = []
         for k in kernels {
             let name = k.replacingOccurrences(of: ":", with: "-")
-            var c = VMHarness.Config(cacheDir: absolute(cache), outDir: absolute(out) + "/" + name, scriptsDir: scripts,
-                                     configsDir: absolute(dir), guestBinary: guest)
-            c.kernel = k
-            c.kernelImage = kernelImage
-            c.modulesDir = modules
+            var c = guest.config(kernel: k, outDir: absolutePath(out) + "/" + name, configsDir: dir, timeout: timeout, prepared: prepared)
             c.guestArgs = guestArgs
-            c.timeout = timeout
-            c.kvm = kvm
-            c.extraQEMU = qemuArgs
             if let script = guestScript {
-                let r = try VMHarness(config: c, progress: progress).runScript(absolute(script))
+                let r = try VMHarness(config: c, progress: progress).runScript(absolutePath(script))
                 progressDone()
                 print(r.results, terminator: "")
                 for i in r.incidents { print("# incident: \(i)") }
@@ -106,9 +72,5 @@ struct VM: ParsableCommand {
         }
         for s in summary { FileHandle.standardError.write(Data((s + "\n").utf8)) }
         throw ExitCode(codes.contains(1) ? 1 : codes.allSatisfy { $0 == 4 } ? 4 : 0)
-    }
-
-    func absolute(_ p: String) -> String {
-        p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
     }
 }
