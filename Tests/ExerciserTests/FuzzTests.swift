@@ -80,6 +80,15 @@ final class FuzzTests: XCTestCase {
         var seconds: Double
     }
 
+    /// The watchdog's clock may be read before a worker's start (the worker took the lock first).
+    func testWatchdogStartAfterNow() {
+        let second: UInt64 = 1_000_000_000
+        XCTAssertNil(Watchdog.overdue([0, 50 * second], now: 49 * second, limit: 20))
+        XCTAssertNil(Watchdog.overdue([0, 30 * second], now: 49 * second, limit: 20))
+        XCTAssertEqual(Watchdog.overdue([0, 0, 28 * second], now: 49 * second, limit: 20), 2)
+        XCTAssertNil(Watchdog.overdue([0, 0], now: 49 * second, limit: 20), "idle slots are never overdue")
+    }
+
     func testHostileConfigs() throws {
         XCTAssertFalse(Self.realMatrix.isEmpty, "configs/matrix.yaml not found")
         XCTAssertFalse(Self.realExpectations.isEmpty, "configs/expectations.yaml not found")

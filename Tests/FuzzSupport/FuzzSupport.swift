@@ -48,15 +48,20 @@ public final class Watchdog: @unchecked Sendable {
         lock.withLock { (started[slot], labels[slot], inputs[slot]) = (DispatchTime.now().uptimeNanoseconds, label, input) }
     }
 
+    /// The first slot (0 = idle) started more than `limit` seconds before `now`. A start after
+    /// `now` is not overdue: unsigned `now - start` would trap (CI's unit tests died on that).
+    public static func overdue(_ started: [UInt64], now: UInt64, limit: Double) -> Int? {
+        started.indices.first { started[$0] != 0 && now > started[$0] && Double(now - started[$0]) / 1e9 > limit }
+    }
+
     public func end(_ slot: Int) { lock.withLock { started[slot] = 0 } }
     public func stop() { lock.withLock { stopped = true } }
 
     private func loop() {
         while true {
             usleep(200_000)
-            let now = DispatchTime.now().uptimeNanoseconds
             let (stop, stuck) = lock.withLock { () -> (Bool, (String, [UInt8])?) in
-                let s = started.indices.first { started[$0] != 0 && Double(now - started[$0]) / 1e9 > limit }
+                let s = Self.overdue(started, now: DispatchTime.now().uptimeNanoseconds, limit: limit)
                 return (stopped, s.map { (labels[$0], inputs[$0]) })
             }
             if stop { return }
