@@ -20,14 +20,20 @@ final class FuzzTests: XCTestCase {
         .deletingLastPathComponent().deletingLastPathComponent().path
     static let realMatrix = Array(FileManager.default.contents(atPath: packageRoot + "/configs/matrix.yaml") ?? Data())
     static let realExpectations = Array(FileManager.default.contents(atPath: packageRoot + "/configs/expectations.yaml") ?? Data())
-    // Composed once; Node is a value type only ever read here.
-    nonisolated(unsafe) static let matrixNode = String(validating: realMatrix, as: UTF8.self).flatMap { try? Yams.compose(yaml: $0) }
-    nonisolated(unsafe) static let expectationsNode = String(validating: realExpectations, as: UTF8.self).flatMap { try? Yams.compose(yaml: $0) }
+    /// The real configs as trees, one per worker: Yams resolves a node's Tag (a class) in place when
+    /// it emits or compares it, so workers emitting mutations of one shared tree would race.
+    final class BaseNodes: @unchecked Sendable {
+        let matrix: Node?, expectations: Node?
+        init() {
+            matrix = String(validating: FuzzTests.realMatrix, as: UTF8.self).flatMap { try? Yams.compose(yaml: $0) }
+            expectations = String(validating: FuzzTests.realExpectations, as: UTF8.self).flatMap { try? Yams.compose(yaml: $0) }
+        }
+    }
 
     /// Input `index`: which file it stands for and its bytes. Deterministic per index.
-    static func input(_ index: Int) -> (matrix: Bool, bytes: [UInt8]) {
+    static func input(_ index: Int, _ nodes: BaseNodes) -> (matrix: Bool, bytes: [UInt8]) {
         let matrix = index % 2 == 0
-        var gen = ConfigMutator(base: matrix ? realMatrix : realExpectations, baseNode: matrix ? matrixNode : expectationsNode,
+        var gen = ConfigMutator(base: matrix ? realMatrix : realExpectations, baseNode: matrix ? nodes.matrix : nodes.expectations,
                                 rng: FuzzRNG(seed: seed ^ (UInt64(index) &* 0xD1B5_4A32_D192_ED03)))
         return (matrix, gen.generate())
     }
@@ -100,8 +106,9 @@ final class FuzzTests: XCTestCase {
         let watchdog = Watchdog(limit: 20, slots: workers) { FuzzTests.save($0, "hang.input") }
         defer { watchdog.stop() }
         let start = Date()
+        let nodes = (0..<workers).map { _ in BaseNodes() }
         let outcomes = parallelMap(indices, workers: workers) { i, w -> Outcome in
-            let (matrix, bytes) = Self.input(i)
+            let (matrix, bytes) = Self.input(i, nodes[w])
             // Mostly as the file it was made from; one in ten as the other file.
             let asMatrix = i % 10 == 9 ? !matrix : matrix
             let path = dir + "/w\(w)" + (asMatrix ? "/matrix.yaml" : "/expectations.yaml")
@@ -128,7 +135,7 @@ final class FuzzTests: XCTestCase {
             if let why {
                 failures += 1
                 if failures <= 20 {
-                    let saved = Self.save(Self.input(o.index).bytes, "config-\(o.index).yaml")
+                    let saved = Self.save(Self.input(o.index, nodes[0]).bytes, "config-\(o.index).yaml")
                     XCTFail("input #\(o.index) parsed as \(o.asMatrix ? "matrix" : "expectations"): \(why): \(o.message?.debugDescription ?? "accepted"); input saved as \(saved)")
                 }
             }
@@ -233,9 +240,10 @@ final class FuzzTests: XCTestCase {
         let root = try tempDir()
         var jobs: [(dir: String, expected: String, index: Int)] = []
         var i = 0
+        let nodes = BaseNodes()
         while jobs.count < 50 && i < Self.count {
             defer { i += 1 }
-            let (matrix, bytes) = Self.input(i * 37 % Self.count)
+            let (matrix, bytes) = Self.input(i * 37 % Self.count, nodes)
             let dir = root + "/c\(jobs.count)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: dir + "/matrix.yaml", contents: Data(matrix ? bytes : Self.realMatrix))
