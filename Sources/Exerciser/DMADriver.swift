@@ -2,22 +2,56 @@ import CVFIO
 import Foundation
 import VFIO
 
+/// One device transfer between its buffer and an IOVA.
+public enum Transfer: Equatable {
+    /// IOVA → device buffer (the device reads memory).
+    case read(from: UInt64, count: Int)
+    /// Device buffer → IOVA (the device writes memory).
+    case write(to: UInt64, count: Int)
+}
+
 /// A device that can copy between its own buffer and an IOVA: what the data check needs.
 /// edu is the first; a driver for Intel IOAT/DSA would fit the same seam.
 public protocol DMADriver: AnyObject {
     var name: String { get }
     /// Bytes one transfer can move.
     var bufferSize: Int { get }
-    /// IOVA → device buffer (the device reads memory).
-    func read(from iova: UInt64, count: Int) throws -> Void
-    /// Device buffer → IOVA (the device writes memory).
-    func write(to iova: UInt64, count: Int) throws -> Void
+    /// Starts a transfer; `finish` waits for it, so transfers on different devices overlap.
+    /// A driver that copies synchronously does the work here.
+    func start(_ transfer: Transfer) throws
+    func finish() throws
     /// The buffer itself, when the CPU can look at it (no round trip through a scratch page).
     var visibleBuffer: [UInt8]? { get }
 }
 
 extension DMADriver {
     public var visibleBuffer: [UInt8]? { nil }
+    public func finish() throws {}
+
+    public func read(from iova: UInt64, count: Int) throws {
+        try start(.read(from: iova, count: count))
+        try finish()
+    }
+
+    public func write(to iova: UInt64, count: Int) throws {
+        try start(.write(to: iova, count: count))
+        try finish()
+    }
+}
+
+/// Starts every transfer, then waits for all: one round takes one transfer's time however many
+/// devices take part. Each engine appears at most once. Every started transfer is waited for,
+/// even when a later one fails to start.
+public func dmaRound(_ ops: [(DMADriver, Transfer)]) throws {
+    var started: [DMADriver] = []
+    var firstError: Error?
+    for (engine, t) in ops {
+        do { try engine.start(t); started.append(engine) } catch { firstError = firstError ?? error; break }
+    }
+    for engine in started {
+        do { try engine.finish() } catch { firstError = firstError ?? error }
+    }
+    if let firstError { throw firstError }
 }
 
 public struct DMAError: Error, CustomStringConvertible {
@@ -53,27 +87,31 @@ public final class EduDriver: DMADriver {
         return cvfio_mmio_read32(bar0.base, 0x04) == ~UInt32(0x12345678)
     }
 
-    func run(src: UInt64, dst: UInt64, count: Int, toRAM: Bool) throws {
+    var deadline: Date?
+
+    public func start(_ transfer: Transfer) throws {
+        let (src, dst, count, toRAM): (UInt64, UInt64, Int, Bool)
+        switch transfer {
+        case .read(let iova, let n): (src, dst, count, toRAM) = (iova, Self.bufferAddress, n, false)
+        case .write(let iova, let n): (src, dst, count, toRAM) = (Self.bufferAddress, iova, n, true)
+        }
         guard count > 0 && count <= bufferSize else { throw DMAError(description: "edu transfer of \(count) bytes") }
         let b = bar0.base
-        if cvfio_mmio_read64(b, Self.cmd) & Self.cmdStart != 0 { throw DMAError(description: "edu DMA engine busy") }
+        if deadline != nil || cvfio_mmio_read64(b, Self.cmd) & Self.cmdStart != 0 { throw DMAError(description: "edu DMA engine busy") }
         cvfio_mmio_write64(b, Self.src, src)
         cvfio_mmio_write64(b, Self.dst, dst)
         cvfio_mmio_write64(b, Self.cnt, UInt64(count))
         cvfio_mmio_write64(b, Self.cmd, Self.cmdStart | (toRAM ? Self.cmdToRAM : 0))
-        let deadline = Date().addingTimeInterval(timeout)
-        while cvfio_mmio_read64(b, Self.cmd) & Self.cmdStart != 0 {
-            if Date() > deadline { throw DMAError(description: "edu DMA did not complete within \(timeout) s") }
+        deadline = Date().addingTimeInterval(timeout)
+    }
+
+    public func finish() throws {
+        guard let d = deadline else { return }
+        defer { deadline = nil }
+        while cvfio_mmio_read64(bar0.base, Self.cmd) & Self.cmdStart != 0 {
+            if Date() > d { throw DMAError(description: "edu DMA did not complete within \(timeout) s") }
             usleep(2000)
         }
-    }
-
-    public func read(from iova: UInt64, count: Int) throws {
-        try run(src: iova, dst: Self.bufferAddress, count: count, toRAM: false)
-    }
-
-    public func write(to iova: UInt64, count: Int) throws {
-        try run(src: Self.bufferAddress, dst: iova, count: count, toRAM: true)
     }
 }
 
@@ -96,6 +134,10 @@ public final class MdevRWDriver: DMADriver {
     /// than through the session's scratch page (mapped by the parent, not by a case's child).
     public var visibleBuffer: [UInt8]? { buffer }
 
-    public func read(from iova: UInt64, count: Int) throws { try rw(iova, count, write: false) }
-    public func write(to iova: UInt64, count: Int) throws { try rw(iova, count, write: true) }
+    public func start(_ transfer: Transfer) throws {
+        switch transfer {
+        case .read(let iova, let n): try rw(iova, n, write: false)
+        case .write(let iova, let n): try rw(iova, n, write: true)
+        }
+    }
 }

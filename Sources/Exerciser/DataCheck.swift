@@ -10,13 +10,27 @@ import VFIO
 ///  - read-only mappings (or CPU-read-only memory): page k → buffer → scratch page.
 ///  - write-only mappings: scratch → buffer once, then buffer → each page.
 /// Memory the CPU must not disturb (the zero page behind untouched anon) is read first.
+///
+/// With several engines (the device under test first, then helpers in the same container or
+/// IOAS) the transfers of a step run at once, engine k on page k: a ring of three pages is two
+/// rounds, not six transfers one after another (edu takes 100 ms of virtual time for each).
 struct DataCheck {
-    let dma: DMADriver
+    let engines: [DMADriver]
+    /// One page per engine, mapped at `scratchIOVA` onwards.
     let scratch: MappedMemory
     let scratchIOVA: UInt64
     let seed: UInt8
     /// Test hook: send every region access to this IOVA instead (a deliberately wrong address).
     var wrongIOVA: UInt64? = nil
+
+    init(engines: [DMADriver], scratch: MappedMemory, scratchIOVA: UInt64, seed: UInt8) {
+        precondition(!engines.isEmpty)
+        // No more engines than scratch pages: each writes reads back through its own.
+        self.engines = Array(engines.prefix(max(1, scratch.length / PageSize.base)))
+        self.scratch = scratch
+        self.scratchIOVA = scratchIOVA
+        self.seed = seed
+    }
 
     struct Failure: Error { var detail: String }
 
@@ -41,9 +55,21 @@ struct DataCheck {
     }
 
     func iova(_ base: UInt64, _ off: Int) -> UInt64 { wrongIOVA ?? base + UInt64(off) }
+    func scratchPage(_ e: Int) -> UnsafeMutableRawPointer { scratch.base + e * PageSize.base }
+    func scratchAt(_ e: Int) -> UInt64 { scratchIOVA + UInt64(e * PageSize.base) }
+
+    /// `list` in groups of at most one per engine.
+    func chunks(_ list: [Int]) -> [[Int]] {
+        stride(from: 0, to: list.count, by: engines.count).map { Array(list[$0..<min($0 + engines.count, list.count)]) }
+    }
+
+    /// Transfer `k` on engine `k`, all at once.
+    func round(_ transfers: [Transfer]) throws {
+        try dmaRound(transfers.enumerated().map { (engines[$0.offset], $0.element) })
+    }
 
     func run(region: Region, iova base: UInt64, flags: DMAFlags) -> (checks: [Check], summary: String) {
-        let len = min(dma.bufferSize, PageSize.base)
+        let len = min(engines[0].bufferSize, PageSize.base)
         var span = region.size
         let cpuWritable: Bool
         switch region.access {
@@ -65,22 +91,23 @@ struct DataCheck {
                 checks.append(Check(name, false, "\(error)"))
             }
         }
+        let hex = { (v: Int) in String(v, radix: 16) }
         let where_ = offs.map { String(format: "0x%llx", iova(base, $0)) }.joined(separator: ",")
-        // Reads observed through the scratch page; `expect(off)` is what page `off` holds.
+        let by = engines.count > 1 && offs.count > 1 ? " by \(min(engines.count, offs.count)) engines" : ""
+        // Reads observed through the scratch pages; `expect(off)` is what page `off` holds.
         func readViaScratch(_ list: [Int], expect: (Int) -> [UInt8]) throws {
-            for off in list {
-                let want = expect(off)
-                memset(scratch.base, Int32(~want[0]), len)
-                try dma.read(from: iova(base, off), count: len)
-                var seen: String?
-                if let visible = dma.visibleBuffer {
-                    seen = visible.withUnsafeBytes { Self.mismatch($0.baseAddress!, want) }
-                } else {
-                    try dma.write(to: scratchIOVA, count: len)
-                    seen = Self.mismatch(scratch.base, want)
-                }
-                if let m = seen {
-                    throw Failure(detail: "page +0x\(String(off, radix: 16)) read via IOVA 0x\(String(iova(base, off), radix: 16)): \(m)")
+            for chunk in chunks(list) {
+                let want = chunk.map(expect)
+                for k in chunk.indices { memset(scratchPage(k), Int32(~want[k][0]), len) }
+                try round(chunk.map { .read(from: iova(base, $0), count: len) })
+                let hidden = chunk.indices.filter { engines[$0].visibleBuffer == nil }
+                try dmaRound(hidden.map { (engines[$0], .write(to: scratchAt($0), count: len)) })
+                for (k, off) in chunk.enumerated() {
+                    let seen = engines[k].visibleBuffer.map { v in v.withUnsafeBytes { Self.mismatch($0.baseAddress!, want[k]) } }
+                        ?? Self.mismatch(scratchPage(k), want[k])
+                    if let m = seen {
+                        throw Failure(detail: "page +0x\(hex(off)) read via IOVA 0x\(String(iova(base, off), radix: 16)): \(m)")
+                    }
                 }
             }
         }
@@ -90,7 +117,7 @@ struct DataCheck {
             let untouched = cpuWritable && flags.contains(.write) ? [offs[0]] : offs
             record("data-read") {
                 try readViaScratch(untouched) { _ in [UInt8](repeating: fill, count: len) }
-                return "\(untouched.count) page(s) read as 0x\(String(fill, radix: 16)) via \(where_)"
+                return "\(untouched.count) page(s) read as 0x\(String(fill, radix: 16)) via \(where_)\(untouched.count > 1 ? by : "")"
             }
             if !(cpuWritable && flags.contains(.write)) { ringStart = [] }
         } else if flags.contains(.read) && !(cpuWritable && flags.contains(.write)) {
@@ -100,36 +127,52 @@ struct DataCheck {
                     p.withUnsafeBytes { at(off).copyMemory(from: $0.baseAddress!, byteCount: len) }
                     return p
                 }
-                return "\(offs.count) page(s) read via \(where_)"
+                return "\(offs.count) page(s) read via \(where_)\(by)"
             }
             ringStart = []
         }
         if flags.contains(.read) && flags.contains(.write) && cpuWritable && !ringStart.isEmpty {
             record("data-ring") {
-                for (k, off) in offs.enumerated() {
-                    let next = offs[(k + 1) % offs.count]
-                    let p = pattern(len, 100 + k)
-                    p.withUnsafeBytes { at(off).copyMemory(from: $0.baseAddress!, byteCount: len) }
-                    if next != off { memset(at(next), Int32(~p[0]), len) }
-                    try dma.read(from: iova(base, off), count: len)
-                    try dma.write(to: iova(base, next), count: len)
-                    if let m = Self.mismatch(at(next), p) {
-                        throw Failure(detail: "read of page +0x\(String(off, radix: 16)) or write of page +0x\(String(next, radix: 16)) went wrong: \(m)")
+                let n = offs.count
+                let p = (0..<n).map { pattern(len, 100 + $0) }
+                let fail = { (k: Int) in
+                    Failure(detail: "read of page +0x\(hex(offs[k])) or write of page +0x\(hex(offs[(k + 1) % n])) went wrong: ")
+                }
+                if engines.count >= n && n > 1 {
+                    // Engine k reads page k, then writes it to page k+1: two rounds.
+                    for k in 0..<n { p[k].withUnsafeBytes { at(offs[k]).copyMemory(from: $0.baseAddress!, byteCount: len) } }
+                    try round(offs.map { .read(from: iova(base, $0), count: len) })
+                    for k in 0..<n { memset(at(offs[(k + 1) % n]), Int32(~p[k][0]), len) }
+                    try round((0..<n).map { .write(to: iova(base, offs[($0 + 1) % n]), count: len) })
+                    for k in 0..<n {
+                        if let m = Self.mismatch(at(offs[(k + 1) % n]), p[k]) { var f = fail(k); f.detail += m; throw f }
+                    }
+                } else {
+                    for (k, off) in offs.enumerated() {
+                        let next = offs[(k + 1) % n]
+                        p[k].withUnsafeBytes { at(off).copyMemory(from: $0.baseAddress!, byteCount: len) }
+                        if next != off { memset(at(next), Int32(~p[k][0]), len) }
+                        try engines[0].read(from: iova(base, off), count: len)
+                        try engines[0].write(to: iova(base, next), count: len)
+                        if let m = Self.mismatch(at(next), p[k]) { var f = fail(k); f.detail += m; throw f }
                     }
                 }
-                return "\(offs.count) page(s) read and written via \(where_)"
+                return "\(n) page(s) read and written via \(where_)\(by)"
             }
         } else if flags.contains(.write) && !flags.contains(.read) && cpuWritable {
             record("data-write") {
                 let p = pattern(len, 200)
                 p.withUnsafeBytes { scratch.base.copyMemory(from: $0.baseAddress!, byteCount: len) }
-                try dma.read(from: scratchIOVA, count: len)
-                for off in offs {
-                    memset(at(off), Int32(~p[0]), len)
-                    try dma.write(to: iova(base, off), count: len)
-                    if let m = Self.mismatch(at(off), p) { throw Failure(detail: "page +0x\(String(off, radix: 16)) written: \(m)") }
+                let loaded = min(engines.count, offs.count)
+                try round((0..<loaded).map { _ in .read(from: scratchIOVA, count: len) })
+                for chunk in chunks(offs) {
+                    for off in chunk { memset(at(off), Int32(~p[0]), len) }
+                    try round(chunk.map { .write(to: iova(base, $0), count: len) })
+                    for off in chunk {
+                        if let m = Self.mismatch(at(off), p) { throw Failure(detail: "page +0x\(hex(off)) written: \(m)") }
+                    }
                 }
-                return "\(offs.count) page(s) written via \(where_)"
+                return "\(offs.count) page(s) written via \(where_)\(by)"
             }
         }
         if checks.isEmpty { return ([], "not checkable: mapping flags give the device nothing to do") }

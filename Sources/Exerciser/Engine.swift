@@ -11,6 +11,9 @@ public struct RunOptions {
     public var devdax: String?
     /// A second device bound to vfio-pci whose BAR0 the device under test DMAs into (peer-bar).
     public var peer: String?
+    /// More edu devices bound to vfio-pci: their DMA engines run a data check's transfers
+    /// alongside the device's own (the peer's too, when it is an edu).
+    public var helpers: [String] = []
     public var dataCheck = true
     /// Test hooks ("wrong-iova": data checks aim at the wrong IOVA and must report a mismatch).
     public var inject: String?
@@ -130,7 +133,9 @@ final class Session {
     var iova: IOVAAllocator
     var device: Device?
     var bars: [BARMapping] = []
-    var dma: DMADriver?
+    /// The device's DMA engine first, then the peer's and the helpers' (edu only).
+    var engines: [DMADriver] = []
+    var dma: DMADriver? { engines.first }
     var dmaUnavailable = "no DMA-capable driver for this device"
     var scratch: MappedMemory?
     var scratchIOVA: UInt64 = 0
@@ -139,9 +144,11 @@ final class Session {
     let kmsg = KernelLog()
 
     /// The peer device (--peer), opened into the same container or IOAS, for peer-bar.
-    var peerGroup: Group?
-    var peerDevice: Device?
     var peer: Result<BARMapping, RegionUnavailable> = .failure(RegionUnavailable("no peer device (run --peer BDF)"))
+    /// The peer's and the helpers' groups (when not the device's own), devices and BAR0 mappings.
+    var extraGroups: [Group] = []
+    var extraDevices: [Device] = []
+    var helperBARs: [MappedMemory] = []
 
     /// The mdev the mdev backends use in place of the PCI device.
     var mdev: MdevDevice?
@@ -271,9 +278,11 @@ final class Session {
             guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
             driver = edu
         }
-        // A page mapped at its own IOVA: data travels region → device → scratch and back.
-        // Shared, so a forked case child writes the very page the IOMMU maps (no COW copy).
-        let s = try MappedMemory.map(length: PageSize.base, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
+        var engines = [driver]
+        if driver is EduDriver { engines += try helperEngines() }
+        // A page per engine mapped at its own IOVA: data travels region → device → scratch and
+        // back. Shared, so a forked case child writes the very page the IOMMU maps (no COW copy).
+        let s = try MappedMemory.map(length: PageSize.base * engines.count, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
         memset(s.base, 0, s.length)
         guard let at = iova.allocate(UInt64(s.length)) else { dmaUnavailable = "no IOVA for the scratch page"; return }
         if case .failure(let e) = space.map(vaddr: s.address, iova: at, size: UInt64(s.length), flags: .readWrite) {
@@ -282,7 +291,32 @@ final class Session {
         }
         scratch = s
         scratchIOVA = at
-        dma = driver
+        self.engines = engines
+    }
+
+    /// The peer's edu engine, if the peer opened and is one, then each --dma-helper's (a helper
+    /// that cannot serve is a usage error: the user named it).
+    func helperEngines() throws -> [DMADriver] {
+        func edu(_ bar0: MappedMemory, _ dev: Device, _ address: String) throws -> EduDriver? {
+            guard let pci = PCIDevice.lookup(address), EduDriver.matches(pci) else { return nil }
+            try dev.enableBusMaster()
+            let e = EduDriver(bar0: bar0)
+            return e.selfTest() ? e : nil
+        }
+        var out: [DMADriver] = []
+        if case .success(let b) = peer, let mem = b.memory, let p = options.peer, let e = try edu(mem, b.device, p) { out.append(e) }
+        for h in options.helpers {
+            let dev: Device
+            do { dev = try openExtra(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
+            guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
+                throw UsageError("--dma-helper \(h) has no mmappable BAR0")
+            }
+            let mem = try dev.mmap(r)
+            helperBARs.append(mem)
+            guard let e = try edu(mem, dev, h) else { throw UsageError("--dma-helper \(h) is not an edu device (1234:11e8) that answers") }
+            out.append(e)
+        }
+        return out
     }
 
     #if IOMMUFD_UAPI
@@ -298,33 +332,38 @@ final class Session {
     }
     #endif
 
-    /// Opens the peer into this session's container (its own group) or IOAS and mmaps its BAR0.
-    /// Failures only make peer-bar a SKIP with the reason.
+    /// Opens another vfio-pci device into this session's container (through its own group, or
+    /// the device's) or IOAS; close() closes it.
+    func openExtra(_ address: String, role: String) throws -> Device {
+        guard PCIDevice.normalise(address) != pci.address else { throw RegionUnavailable("\(role) \(address) is the device under test") }
+        guard let p = PCIDevice.lookup(address) else { throw RegionUnavailable("no PCI device \(address) (\(role))") }
+        guard p.driver == "vfio-pci" else { throw RegionUnavailable("\(role) \(address) is bound to \(p.driver ?? "no driver"), not vfio-pci") }
+        if let container, let group {
+            guard let n = p.iommuGroup else { throw RegionUnavailable("\(role) \(address) has no IOMMU group") }
+            if n == group.number {
+                let dev = try group.device(p.address)
+                extraDevices.append(dev)
+                return dev
+            }
+            let g = try Group(number: n)
+            extraGroups.append(g)
+            guard try g.status().viable else { throw RegionUnavailable("\(role) \(address): IOMMU group \(n) is not viable") }
+            try g.setContainer(container)
+            let dev = try g.device(p.address)
+            extraDevices.append(dev)
+            return dev
+        }
+        #if IOMMUFD_UAPI
+        return try openCdev(p.address) { self.extraDevices.append($0) }
+        #else
+        throw RegionUnavailable("no group and no iommufd")
+        #endif
+    }
+
+    /// Opens the peer and mmaps its BAR0. Failures only make peer-bar a SKIP with the reason.
     func openPeer(_ address: String) {
         do {
-            guard address != pci.address else { throw RegionUnavailable("--peer \(address) is the device under test") }
-            guard let p = PCIDevice.lookup(address) else { throw RegionUnavailable("no PCI device \(address) (--peer)") }
-            guard p.driver == "vfio-pci" else { throw RegionUnavailable("peer \(address) is bound to \(p.driver ?? "no driver"), not vfio-pci") }
-            let dev: Device
-            if let container, let group {
-                guard let n = p.iommuGroup else { throw RegionUnavailable("peer \(address) has no IOMMU group") }
-                if n == group.number {
-                    dev = try group.device(address)
-                } else {
-                    let g = try Group(number: n)
-                    peerGroup = g
-                    guard try g.status().viable else { throw RegionUnavailable("peer \(address): IOMMU group \(n) is not viable") }
-                    try g.setContainer(container)
-                    dev = try g.device(address)
-                }
-            } else {
-                #if IOMMUFD_UAPI
-                dev = try openCdev(address) { self.peerDevice = $0 }
-                #else
-                throw RegionUnavailable("no group and no iommufd")
-                #endif
-            }
-            peerDevice = dev
+            let dev = try openExtra(address, role: "peer")
             guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
                 throw RegionUnavailable("peer \(address) has no mmappable BAR0")
             }
@@ -339,13 +378,18 @@ final class Session {
     func close() {
         if case .success(let b) = peer { b.memory?.unmap() }
         peer = .failure(RegionUnavailable("session closed"))
-        #if IOMMUFD_UAPI
-        if group == nil { peerDevice?.detach() }
-        #endif
-        peerDevice?.close()
-        peerDevice = nil
-        peerGroup?.close()
-        peerGroup = nil
+        engines = []
+        for m in helperBARs { m.unmap() }
+        helperBARs = []
+        for d in extraDevices {
+            #if IOMMUFD_UAPI
+            if group == nil { d.detach() }
+            #endif
+            d.close()
+        }
+        extraDevices = []
+        for g in extraGroups { g.close() }
+        extraGroups = []
         if let s = scratch {
             if case .success(let n) = space.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
                 teardownProblems.append("scratch unmap reported \(n) bytes")
@@ -355,7 +399,6 @@ final class Session {
         }
         for b in bars { b.memory?.unmap() }
         bars.removeAll()
-        dma = nil
         #if IOMMUFD_UAPI
         if group == nil { device?.detach() }
         #endif

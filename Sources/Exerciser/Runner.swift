@@ -92,8 +92,8 @@ struct Runner {
                                                       peer: peer, iova: iova, why: session.dmaUnavailable)
                 rec.checks += checks
                 rec.properties["data"] = summary
-            } else if let dma = session.dma, let scratch = session.scratch {
-                var check = DataCheck(dma: dma, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
+            } else if !session.engines.isEmpty, let scratch = session.scratch {
+                var check = DataCheck(engines: session.engines, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
                 if session.options.inject == "wrong-iova" { check.wrongIOVA = session.scratchIOVA }
                 let (checks, summary) = check.run(region: region, iova: iova, flags: planned.dmaFlags)
                 rec.checks += checks
@@ -289,7 +289,7 @@ extension Session {
         rec.properties["scratch_page_included"] = "yes"
         if case .failure(let e) = space.map(vaddr: s.address, iova: scratchIOVA, size: UInt64(s.length), flags: .readWrite) {
             rec.checks.append(Check("scratch-remap", false, "re-mapping the scratch page failed: \(e.symbol)"))
-            dma = nil
+            engines = []
             dmaUnavailable = "scratch page lost after UNMAP_ALL"
         }
     }

@@ -19,6 +19,11 @@ struct Run: ParsableCommand {
     @Option(help: "A second device bound to vfio-pci (an edu) whose BAR0 the device DMAs into, for peer-bar.")
     var peer: String?
 
+    @Option(name: .customLong("dma-helper"), help: ArgumentHelp(
+        "Another edu bound to vfio-pci whose DMA engine runs data-check transfers alongside the device's (repeatable).",
+        valueName: "bdf"))
+    var helpers: [String] = []
+
     /// Test hook for the harness: "panic-after:N" or "hang-after:N" cases.
     @Option(help: .hidden)
     var inject: String?
@@ -44,6 +49,7 @@ struct Run: ParsableCommand {
     func validate() throws {
         try validatePCIAddress(device, "--device")
         if let peer { try validatePCIAddress(peer, "--peer") }
+        for h in helpers { try validatePCIAddress(h, "--dma-helper") }
     }
 
     func run() throws {
@@ -67,6 +73,7 @@ struct Run: ParsableCommand {
         opts.fsdaxDir = dirs.fsdaxDir
         opts.devdax = dirs.devdax
         opts.peer = peer
+        opts.helpers = helpers
         opts.dataCheck = !matrix.noDataCheck
         opts.inject = inject
         opts.isolate = !matrix.noIsolation

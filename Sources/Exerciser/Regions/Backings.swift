@@ -111,7 +111,7 @@ enum Hugepages {
         } catch {
             throw RegionUnavailable("mmap MAP_HUGETLB \(formatSize(UInt64(pageKB) << 10)): \(error)")
         }
-        Mem.touch(m)
+        Mem.touch(m, page: pageKB << 10)
         return Region(vaddr: m.address, size: size, access: .readWrite, properties: pageSizeProperty(m.address), keep: [m])
     }
 }

@@ -103,10 +103,11 @@ enum Mem {
         }
     }
 
-    /// Faults every base page in with one write each: a full memset of a 1 GiB page costs
-    /// seconds under TCG and proves nothing more.
-    static func touch(_ m: MappedMemory, _ fill: UInt8 = 0xA5) {
-        for off in stride(from: 0, to: m.length, by: PageSize.base) { m.base.storeBytes(of: fill, toByteOffset: off, as: UInt8.self) }
+    /// Faults every page in with one write each (`page`: the mapping's page size): a full memset
+    /// of a 1 GiB page costs seconds under TCG and proves nothing more, and so do 262144 writes
+    /// where one faults in the whole hugetlb page.
+    static func touch(_ m: MappedMemory, _ fill: UInt8 = 0xA5, page: Int = PageSize.base) {
+        for off in stride(from: 0, to: m.length, by: page) { m.base.storeBytes(of: fill, toByteOffset: off, as: UInt8.self) }
     }
 
     /// The smaps block for the vma containing `addr`.
