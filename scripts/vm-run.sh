@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 usage="usage: vm-run.sh --kernel-dir DIR --initrd FILE --console FILE|- --results FILE [--timeout S] [--accel tcg|kvm] [--mem SIZE] [--edu N] [--append WORDS] [--iommu-opts OPTS]"
-kdir="" initrd="" console="" results="" tmo=300 accel=tcg mem=4G edu=2 append="" iommu_opts=""
+kdir="" initrd="" console="" results="" tmo=300 accel=tcg mem=4G edu=3 append="" iommu_opts=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --kernel-dir) kdir=${2:?$usage}; shift 2 ;;
@@ -41,7 +41,7 @@ done
 need_pkgs qemu-system-x86_64:qemu-system-x86 timeout:coreutils
 
 case $accel in
-tcg) cpu=max ;; # TCG's "max" has pdpe1gb (1G pages) and x2apic
+tcg) cpu=max,-erms ;; # TCG's "max" has pdpe1gb (1G pages) and x2apic; -erms: see README
 kvm) cpu=${VM_KVM_CPU:-host} ;;
 *) die "--accel must be tcg or kvm" ;;
 esac

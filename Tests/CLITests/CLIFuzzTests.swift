@@ -187,6 +187,7 @@ final class CLIFuzzTests: XCTestCase {
             (["vm", "--timeout", "nan"], 2, "--timeout nan is not a number of seconds"),
             (["vm", "--timeout", "1e20"], 2, "--timeout 1e+20 is not a number of seconds"),
             (["run", "--device", "../../../../tmp"], 2, "is not a PCI address"),
+            (["run", "--device", "0000:99:99.9", "--dma-helper", "00:05.0/../.."], 2, "is not a PCI address"),
             (["run", "--device", "0000:00:03.0/../../../.."], 2, "is not a PCI address"),
             (["bind", "0000:00:03.0/../../../.."], 2, "is not a PCI address"),
             (["unbind", "--all", "--after-pid=-1"], 2, "--after-pid -1 is not a process id"),

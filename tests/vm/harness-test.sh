@@ -89,11 +89,11 @@ $bin vm --kernel test:7.3 --out "$out/probe" --guest-script tests/vm/guest/probe
 sed -n '/PROBE-BEGIN/,/PROBE-END/p' "$out/probe.txt" | sed '1d;$d' >"$out/probe.json"
 check "the guest script exited 0" test "$rc" -eq 0
 check "probe --json is JSON" jqe . "$out/probe.json"
-check "/dev/iommu and vfio cdevs (two edus, two mdevs)" jqe '.devIOMMU and (.vfioCdevs | length) == 4' "$out/probe.json"
+check "/dev/iommu and vfio cdevs (three edus, two mdevs)" jqe '.devIOMMU and (.vfioCdevs | length) == 5' "$out/probe.json"
 check "/dev/vfio/vfio is the real type1 container (IOMMUFD_VFIO_CONTAINER off)" jqe '.vfioContainerBackend == "vfio (vfio_iommu_type1)"' "$out/probe.json"
 check "type1v2 and unmap-all offered" jqe '.extensions.type1v2 and .extensions["unmap-all"]' "$out/probe.json"
 check "each edu in its own viable group, with 4K|2M|1G IOMMU pages" \
-    jqe '[.groups[] | select(.devices[0].device == "0x11e8")] | length == 2 and all(.viable and .iommu.pageSizes == 1075843072)' "$out/probe.json"
+    jqe '[.groups[] | select(.devices[0].device == "0x11e8")] | length == 3 and all(.viable and .iommu.pageSizes == 1075843072)' "$out/probe.json"
 check "the hugepage pools the VM reserved" jqe '.hugepages["hugepages-1048576kB"] == "nr=1 free=1" and .hugepages["hugepages-2048kB"] == "nr=64 free=64"' "$out/probe.json"
 
 echo "$passed passed, $failed failed"
