@@ -304,7 +304,8 @@ final class Session {
             return e.selfTest() ? e : nil
         }
         var out: [DMADriver] = []
-        if case .success(let b) = peer, let mem = b.memory, let p = options.peer, let e = try edu(mem, b.device, p) { out.append(e) }
+        // The peer is optional here as for peer-bar: if it cannot serve, the checks run without it.
+        if case .success(let b) = peer, let mem = b.memory, let p = options.peer, let e = (try? edu(mem, b.device, p)) ?? nil { out.append(e) }
         for h in options.helpers {
             let dev: Device
             do { dev = try openExtra(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
