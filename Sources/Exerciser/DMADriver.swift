@@ -81,6 +81,14 @@ public final class EduDriver: DMADriver {
 
     public static func matches(_ pci: PCIDevice) -> Bool { pci.vendor == vendor && pci.device == device }
 
+    /// The DMA engine of an edu whose BAR0 is mapped: bus mastering on, then nil unless the
+    /// liveness register answers.
+    static func open(device: Device, bar0: MappedMemory) throws -> EduDriver? {
+        try device.enableBusMaster()
+        let e = EduDriver(bar0: bar0)
+        return e.selfTest() ? e : nil
+    }
+
     /// Register 0x04 reads back the inverse of what was written: proves BAR0 is live.
     public func selfTest() -> Bool {
         cvfio_mmio_write32(bar0.base, 0x04, 0x12345678)

@@ -148,7 +148,7 @@ final class Session {
     /// The peer's and the helpers' groups (when not the device's own), devices and BAR0 mappings.
     var extraGroups: [Group] = []
     var extraDevices: [Device] = []
-    var helperBARs: [MappedMemory] = []
+    var helperBARs: [BARMapping] = []
 
     /// The mdev the mdev backends use in place of the PCI device.
     var mdev: MdevDevice?
@@ -273,9 +273,10 @@ final class Session {
             driver = MdevRWDriver(pins: pins)
         default:
             guard EduDriver.matches(pci), let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory else { return }
-            try dev.enableBusMaster()
-            let edu = EduDriver(bar0: bar0)
-            guard edu.selfTest() else { dmaUnavailable = "edu BAR0 does not answer its liveness register"; return }
+            guard let edu = try EduDriver.open(device: dev, bar0: bar0) else {
+                dmaUnavailable = "edu BAR0 does not answer its liveness register"
+                return
+            }
             driver = edu
         }
         var engines = [driver]
@@ -297,24 +298,18 @@ final class Session {
     /// The peer's edu engine, if the peer opened and is one, then each --dma-helper's (a helper
     /// that cannot serve is a usage error: the user named it).
     func helperEngines() throws -> [DMADriver] {
-        func edu(_ bar0: MappedMemory, _ dev: Device, _ address: String) throws -> EduDriver? {
-            guard let pci = PCIDevice.lookup(address), EduDriver.matches(pci) else { return nil }
-            try dev.enableBusMaster()
-            let e = EduDriver(bar0: bar0)
-            return e.selfTest() ? e : nil
+        func edu(_ b: BARMapping, _ address: String) throws -> EduDriver? {
+            guard let pci = PCIDevice.lookup(address), EduDriver.matches(pci), let mem = b.memory else { return nil }
+            return try EduDriver.open(device: b.device, bar0: mem)
         }
         var out: [DMADriver] = []
         // The peer is optional here as for peer-bar: if it cannot serve, the checks run without it.
-        if case .success(let b) = peer, let mem = b.memory, let p = options.peer, let e = (try? edu(mem, b.device, p)) ?? nil { out.append(e) }
+        if case .success(let b) = peer, let p = options.peer, let e = (try? edu(b, p)) ?? nil { out.append(e) }
         for h in options.helpers {
-            let dev: Device
-            do { dev = try openExtra(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
-            guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
-                throw UsageError("--dma-helper \(h) has no mmappable BAR0")
-            }
-            let mem = try dev.mmap(r)
-            helperBARs.append(mem)
-            guard let e = try edu(mem, dev, h) else { throw UsageError("--dma-helper \(h) is not an edu device (1234:11e8) that answers") }
+            let b: BARMapping
+            do { b = try openExtraBAR0(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
+            helperBARs.append(b)
+            guard let e = try edu(b, h) else { throw UsageError("--dma-helper \(h) is not an edu device (1234:11e8) that answers") }
             out.append(e)
         }
         return out
@@ -361,14 +356,19 @@ final class Session {
         #endif
     }
 
+    /// openExtra, then its BAR0 mmapped (close() unmaps it through `peer` or `helperBARs`).
+    func openExtraBAR0(_ address: String, role: String) throws -> BARMapping {
+        let dev = try openExtra(address, role: role)
+        guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
+            throw RegionUnavailable("\(role) \(address) has no mmappable BAR0")
+        }
+        return BARMapping(name: "BAR0", region: r, memory: try dev.mmap(r), device: dev)
+    }
+
     /// Opens the peer and mmaps its BAR0. Failures only make peer-bar a SKIP with the reason.
     func openPeer(_ address: String) {
         do {
-            let dev = try openExtra(address, role: "peer")
-            guard let r = try dev.bars().first(where: { $0.index == 0 }), r.mmappable else {
-                throw RegionUnavailable("peer \(address) has no mmappable BAR0")
-            }
-            peer = .success(BARMapping(name: "BAR0", region: r, memory: try dev.mmap(r), device: dev))
+            peer = .success(try openExtraBAR0(address, role: "peer"))
         } catch let e as RegionUnavailable {
             peer = .failure(e)
         } catch {
@@ -380,7 +380,7 @@ final class Session {
         if case .success(let b) = peer { b.memory?.unmap() }
         peer = .failure(RegionUnavailable("session closed"))
         engines = []
-        for m in helperBARs { m.unmap() }
+        for b in helperBARs { b.memory?.unmap() }
         helperBARs = []
         for d in extraDevices {
             #if IOMMUFD_UAPI
