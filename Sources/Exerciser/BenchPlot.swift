@@ -75,22 +75,7 @@ public enum BenchPlot {
                    subtitle: "GiB/s = size / median call time; \(s.repetitions) pairs per point (≥ \(s.minRepetitions)), \(s.warmup) warm-up; device \(run.device)")
     }
 
-    static func esc(_ s: String) -> String {
-        var o = ""
-        for ch in s.unicodeScalars {
-            switch ch {
-            case "&": o += "&amp;"
-            case "<": o += "&lt;"
-            case ">": o += "&gt;"
-            case "\"": o += "&quot;"
-            case "'": o += "&apos;"
-            default:
-                // XML 1.0 forbids most control characters even escaped.
-                if ch.value < 0x20 && ch != "\t" && ch != "\n" { o += " " } else { o.unicodeScalars.append(ch) }
-            }
-        }
-        return o
-    }
+    static func esc(_ s: String) -> String { XML.escape(s, attribute: false) }
 
     static func f(_ v: Double) -> String { String(format: "%.1f", v) }
 

@@ -312,10 +312,10 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(evil.failureText.contains("bad <&\"'>"), evil.failureText)
 
         // The escaping primitive itself.
-        XCTAssertEqual(JUnitReporter.escape("<&\"'>", attribute: true), "&lt;&amp;&quot;&apos;&gt;")
-        XCTAssertEqual(JUnitReporter.escape("a\tb\nc", attribute: true), "a&#9;b&#10;c")
-        XCTAssertEqual(JUnitReporter.escape("a\tb\nc", attribute: false), "a\tb\nc")
-        XCTAssertEqual(JUnitReporter.escape("x\u{00}y\u{1F}", attribute: false), "x\\x00y\\x1f")
+        XCTAssertEqual(XML.escape("<&\"'>", attribute: true), "&lt;&amp;&quot;&apos;&gt;")
+        XCTAssertEqual(XML.escape("a\tb\nc", attribute: true), "a&#9;b&#10;c")
+        XCTAssertEqual(XML.escape("a\tb\nc", attribute: false), "a\tb\nc")
+        XCTAssertEqual(XML.escape("x\u{00}y\u{1F}", attribute: false), "x\\x00y\\x1f")
     }
 
     func testJUnitWithoutIncidentsHasNoIncidentCase() {

@@ -2,37 +2,8 @@
 /// (time: the whole case when recorded, else map + unmap), then "run-hygiene" (the end-of-run checks,
 /// failing if any failed) and "run-incidents" (every other run-level problem).
 enum JUnitReporter {
-    /// Escapes text for XML 1.0 element content and attribute values. Characters XML 1.0 cannot
-    /// carry at all (C0 controls other than tab/LF/CR, U+FFFE/U+FFFF) are written as a visible
-    /// `\xNN`; tab/LF/CR are character references in attributes so they survive normalisation.
-    static func escape(_ s: String, attribute: Bool) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for u in s.unicodeScalars {
-            switch u {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            case "\t", "\n", "\r":
-                out += attribute ? "&#\(u.value);" : String(u)
-            default:
-                if u.value < 0x20 || u.value == 0xFFFE || u.value == 0xFFFF {
-                    let h = String(u.value, radix: 16)
-                    out += "\\x" + (h.count < 2 ? "0" : "") + h
-                } else if (0x7F...0x9F).contains(u.value) {
-                    out += "&#x\(String(u.value, radix: 16, uppercase: true));"
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out
-    }
-
-    static func attr(_ s: String) -> String { "\"" + escape(s, attribute: true) + "\"" }
-    static func text(_ s: String) -> String { escape(s, attribute: false) }
+    static func attr(_ s: String) -> String { "\"" + XML.escape(s, attribute: true) + "\"" }
+    static func text(_ s: String) -> String { XML.escape(s, attribute: false) }
 
     static func xfailMessage(_ v: Verdict) -> String {
         if let ref = v.reference { return "XFAIL: known kernel bug reproduced: \(ref)" }
@@ -133,4 +104,37 @@ enum JUnitReporter {
         out.append("</testsuites>")
         return out.joined(separator: "\n") + "\n"
     }
+}
+
+/// XML 1.0 escaping for the JUnit report and the benchmark's SVG plots.
+enum XML {
+    /// Escapes text for XML 1.0 element content and attribute values. Characters XML 1.0 cannot
+    /// carry at all (C0 controls other than tab/LF/CR, U+FFFE/U+FFFF) are written as a visible
+    /// `\xNN`; tab/LF/CR are character references in attributes so they survive normalisation.
+    static func escape(_ s: String, attribute: Bool) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for u in s.unicodeScalars {
+            switch u {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&apos;"
+            case "\t", "\n", "\r":
+                out += attribute ? "&#\(u.value);" : String(u)
+            default:
+                if u.value < 0x20 || u.value == 0xFFFE || u.value == 0xFFFF {
+                    let h = String(u.value, radix: 16)
+                    out += "\\x" + (h.count < 2 ? "0" : "") + h
+                } else if (0x7F...0x9F).contains(u.value) {
+                    out += "&#x\(String(u.value, radix: 16, uppercase: true));"
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out
+    }
+
 }
