@@ -16,6 +16,8 @@ check() {
 }
 driver() { if [ -e $d/driver ]; then basename "$(readlink $d/driver)"; else echo none; fi; }
 wait_driver() { i=0; while [ "$(driver)" != "$1" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
+# The restorer forgets the entry only after the driver change it waits for (up to 30 s).
+wait_forgotten() { i=0; while grep -q $dev $state 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
 start_run() { # a run that stays busy (its one case hangs) until it is killed
     vfio-exerciser run --device $dev --bind --backend type1v2 --kind anon-private \
         --inject hang:anon-private --case-timeout 600 --no-data-check >/dev/null 2>&1 &
@@ -48,6 +50,7 @@ kill -TERM $pid
 wait $pid 2>/dev/null
 wait_driver none  # the restore runs as soon as the run's process is gone
 check "SIGTERM: the run restored the device itself" [ "$(driver)" = none ]
+wait_forgotten
 check "SIGTERM: nothing left on disk" sh -c "! grep -q $dev $state"
 say "# Totals: pass:$((n - fails)) fail:$fails"
 exit $fails
