@@ -91,13 +91,17 @@ load vfio
 load vfio_iommu_type1
 load vfio_pci
 
-# --- bind edu devices to vfio-pci -------------------------------------------------
+# --- bind edu devices and NVMe controllers to vfio-pci -----------------------------
+# The guest has no NVMe driver loaded: the harness's controller (a pattern image) is the data
+# check's engine, never a disk.
 n_edu=0
 for d in /sys/bus/pci/devices/*; do
     [ -f "$d/vendor" ] || continue
-    case "$(cat "$d/vendor"):$(cat "$d/device")" in 0x1234:0x11e8) ;; *) continue ;; esac
+    case "$(cat "$d/vendor"):$(cat "$d/device")" in
+    0x1234:0x11e8) n_edu=$((n_edu + 1)) ;;
+    *) [ "$(cat "$d/class")" = 0x010802 ] || continue ;;
+    esac
     bdf=${d##*/}
-    n_edu=$((n_edu + 1))
     echo vfio-pci >"$d/driver_override" || err "bind-$bdf" "cannot write driver_override"
     if [ -e "$d/driver" ]; then
         cur=$(basename "$(readlink "$d/driver")")

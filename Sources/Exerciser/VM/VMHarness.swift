@@ -25,6 +25,9 @@ public struct VMHarness {
         public var peer = "0000:00:04.0"
         /// More edus whose DMA engines share a data check's transfers with the device's and the peer's.
         public var helpers = ["0000:00:05.0"]
+        /// An NVMe controller over a pattern image (`NVMeImage`): the data checks' engine for
+        /// every page of memory; the edus keep the MMIO and peer kinds. nil: no NVMe.
+        public var nvme: String? = nil
         public init(cacheDir: String, outDir: String, scriptsDir: String, configsDir: String, guestBinary: String) {
             self.cacheDir = cacheDir
             self.outDir = outDir
@@ -180,7 +183,7 @@ public struct VMHarness {
                  "-device", "intel-iommu,intremap=on",
                  "-device", "edu,addr=03.0,dma_mask=0xffffffffffff",
                  "-device", "edu,addr=04.0,dma_mask=0xffffffffffff"] + config.helpers.flatMap { h in
-                    ["-device", "edu,addr=\(h.split(separator: ":").last ?? ""),dma_mask=0xffffffffffff"] } + [
+                    ["-device", "edu,addr=\(h.split(separator: ":").last ?? ""),dma_mask=0xffffffffffff"] } + (try nvmeQEMU()) + [
                  "-kernel", image, "-initrd", initrd, "-append", append,
                  "-serial", "file:" + console.path, "-serial", "file:" + results.path] + config.extraQEMU
         try (q.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ") + "\n")
@@ -236,9 +239,20 @@ public struct VMHarness {
     /// which TCG runs a byte at a time: a 1 GiB hugetlb fault took 5.4 s, now 2.6 s.
     static let tcgCPU = "max,-erms"
 
+    /// QEMU's arguments for the NVMe controller, its image written first (read-only to QEMU).
+    func nvmeQEMU() throws -> [String] {
+        guard let bdf = config.nvme else { return [] }
+        let image = config.cacheDir + "/nvme-pattern-\(NVMeImage.defaultSize >> 20)M.img"
+        try FileManager.default.createDirectory(atPath: config.cacheDir, withIntermediateDirectories: true)
+        try NVMeImage.ensure(at: image)
+        return ["-drive", "file=\(image),if=none,format=raw,id=nvm,readonly=on",
+                "-device", "nvme,addr=\(bdf.split(separator: ":").last ?? ""),serial=vfioex,drive=nvm"]
+    }
+
     /// The matrix: `run` in the guest, results judged here with the host's configs.
     public func run() throws -> Outcome {
-        let args = ["run", "--device", config.device, "--peer", config.peer] + config.helpers.flatMap { ["--dma-helper", $0] } + ["--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
+        let args = ["run", "--device", config.device, "--peer", config.peer]
+            + (config.helpers + (config.nvme.map { [$0] } ?? [])).flatMap { ["--dma-helper", $0] } + ["--stream", "/dev/ttyS1", "--configs", "/etc/vfio-exerciser",
                     // The host reports from the stream; 100 KB of table through the emulated UART took seconds.
                     "--format", "table", "--color", "never", "--output", "/tmp/report.txt"] + config.guestArgs
         let kernel = config.kernel
