@@ -1,0 +1,70 @@
+import Foundation
+import XCTest
+@testable import Exerciser
+
+/// `diff` and `matrix` on reports recorded from real VM runs (Debian 6.1 and 6.12, trimmed to a
+/// few kinds): the diff must find what the kernels changed without being told where to look,
+/// and nothing else.
+final class CompareTests: XCTestCase {
+    func fixture(_ name: String) throws -> RunReport {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name).json")
+        return try JSONDecoder().decode(RunReport.self, from: Data(contentsOf: url))
+    }
+
+    func testDiffFindsTheFsFileFlipAndTheUntouchedReadAccounting() throws {
+        let d = RunDiff(try fixture("debian-6.1"), try fixture("debian-6.12"))
+        XCTAssertEqual(d.cases.map(\.id).sorted(), ["type1/anon-untouched[r]", "type1/fs-file", "type1v2/anon-untouched[r]", "type1v2/fs-file"])
+        let fs = try XCTUnwrap(d.cases.first { $0.id == "type1v2/fs-file" })
+        XCTAssertEqual(fs.changes.first { $0.field == "outcome" }.map { [$0.before, $0.after] }, ["ok", "EFAULT"])
+        let ro = try XCTUnwrap(d.cases.first { $0.id == "type1v2/anon-untouched[r]" })
+        XCTAssertEqual(ro.changes.map(\.field), ["accounted"])
+        XCTAssertEqual(d.unchanged, 20)
+        // Grouped by kind in list order: anon-untouched before fs-file.
+        XCTAssertEqual(d.cases.map(\.kind), ["anon-untouched", "anon-untouched", "fs-file", "fs-file"])
+        for f in RunDiff.Format.allCases { XCTAssertTrue(d.render(f).contains("fs-file"), "\(f)") }
+    }
+
+    func testDiffOfARunWithItselfIsEmptyWhateverTheTimingsAndIOVAs() throws {
+        let a = try fixture("debian-6.1")
+        var b = a
+        for i in b.results.indices {
+            b.results[i].record.mapNanos = (b.results[i].record.mapNanos ?? 0) + 12345
+            b.results[i].record.iova += 0x100000
+        }
+        b.elapsedSeconds = 1
+        XCTAssertTrue(RunDiff(a, b).isEmpty)
+        // A case that disappears, one that appears, a check that starts failing: each is named.
+        var c = a
+        let gone = c.results.removeFirst()
+        c.results[0].record.checks.append(Check("data-ring", false, "byte 3"))
+        var extra = gone
+        extra.record.id = "type1/new-kind"
+        c.results.append(extra)
+        let d = RunDiff(a, c)
+        XCTAssertEqual(Set(d.cases.map(\.status)), ["removed", "added", "changed"])
+        XCTAssertEqual(d.cases.first { $0.status == "changed" }?.changes.map(\.field), ["failed_checks"])
+    }
+
+    func testMatrixMergesAgreeingColumnsAndLeavesAllSkippedOnesOut() throws {
+        let m = CrossKernelMatrix([("debian-6.1", try fixture("debian-6.1")), ("debian-6.12", try fixture("debian-6.12"))])
+        // iommufd skipped everywhere on Debian: no column; mdev-map agrees on both kernels: one.
+        XCTAssertFalse(m.columns.contains { $0.label.contains("iommufd") })
+        XCTAssertTrue(m.columns.contains { $0.label == "debian-6.1, debian-6.12 mdev-map" }, "\(m.columns.map(\.label))")
+        let fs = try XCTUnwrap(m.kinds.firstIndex(of: "fs-file"))
+        let col61 = try XCTUnwrap(m.columns.firstIndex { $0.label == "debian-6.1 type1v2" })
+        let col612 = try XCTUnwrap(m.columns.firstIndex { $0.label == "debian-6.12 type1v2" })
+        XCTAssertEqual(m.cells[fs][col61].text, "ok+data")
+        XCTAssertEqual(m.cells[fs][col612].text, "EFAULT")
+        let md = m.markdown()
+        XCTAssertEqual(CrossKernelMatrix.tableLines(md).count, m.kinds.count + 2)
+        XCTAssertTrue(md.contains("debian-6.12: 6.12."))
+        // A failed case shows in its cell, and the HTML colours it and keeps its details.
+        var bad = try fixture("debian-6.12")
+        let i = try XCTUnwrap(bad.results.firstIndex { $0.record.id == "type1v2/fs-file" })
+        bad.results[i].verdict = Verdict(.fail, "expected EFAULT, got ok")
+        let m2 = CrossKernelMatrix([("debian-6.12", bad)])
+        XCTAssertTrue(m2.markdown().contains("EFAULT ✗"))
+        let html = m2.html()
+        XCTAssertTrue(html.contains("#f6c6c6") && html.contains("expected EFAULT, got ok") && html.hasPrefix("<!DOCTYPE html>"))
+    }
+}
