@@ -68,3 +68,51 @@ final class CompareTests: XCTestCase {
         XCTAssertTrue(html.contains("#f6c6c6") && html.contains("expected EFAULT, got ok") && html.hasPrefix("<!DOCTYPE html>"))
     }
 }
+
+/// The terminal summary fits the screen it is given: no line wider than the terminal at 80 or
+/// 120 columns, every kind and every backend column present, failures listed after the grid.
+final class GridSummaryTests: XCTestCase {
+    func report() throws -> RunReport {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/debian-6.1.json")
+        var r = try JSONDecoder().decode(RunReport.self, from: Data(contentsOf: url))
+        // Every backend, each disagreeing with the others somewhere, so no column merges: the
+        // widest grid a run can give.
+        let base = r.results.filter { $0.record.backend == "type1v2" }
+        r.results = []
+        for (n, b) in BackendKind.allCases.enumerated() {
+            for var c in base {
+                c.record.backend = b.rawValue
+                c.record.id = c.record.id.replacingOccurrences(of: "type1v2/", with: "\(b.rawValue)/")
+                if c.record.kind == "fs-file" {
+                    c.record.outcome = .errno(["EFAULT", "EINVAL", "ENOENT", "EPERM", "ENOSPC", "EEXIST", "ENOMEM", "EBUSY"][n])
+                    c.record.properties["data"] = nil
+                }
+                if c.record.kind == "anon-private" && n == 3 { c.verdict = Verdict(.fail, "expected ok, got EFAULT") }
+                r.results.append(c)
+            }
+        }
+        return r
+    }
+
+    func visibleWidth(_ line: Substring) -> Int {
+        line.replacingOccurrences(of: "\u{1b}\\[[0-9;]*m", with: "", options: .regularExpression).count
+    }
+
+    func testFitsEightyAndOneHundredTwentyColumns() throws {
+        let r = try report()
+        for width in [80, 120] {
+            for color in [false, true] {
+                let s = GridSummary.render(r, width: width, color: color)
+                let lines = s.split(separator: "\n")
+                XCTAssertTrue(lines.allSatisfy { visibleWidth($0) <= width }, "width \(width): \(lines.filter { visibleWidth($0) > width })")
+                for k in Set(r.results.map(\.record.kind)) { XCTAssertTrue(s.contains(k), k) }
+                for b in BackendKind.allCases { XCTAssertTrue(s.contains(GridSummary.short[b.rawValue]!), b.rawValue) }
+                XCTAssertTrue(s.contains("Failures:") && s.contains("iommufd-compat-type1v2/anon-private: expected ok, got EFAULT"))
+                XCTAssertEqual(s.contains("\u{1b}["), color)
+            }
+        }
+        // At 80 columns the backends do not fit one grid: the kinds are repeated for the rest.
+        let narrow = GridSummary.render(r, width: 80, color: false)
+        XCTAssertGreaterThan(narrow.components(separatedBy: "\nanon-private").count, 2, narrow)
+    }
+}
