@@ -5,10 +5,12 @@ import PackageDescription
 // Newer UAPI headers (scripts/fetch-uapi.sh unpacks linux-libc-dev 7.x into .uapi/) come first
 // when present; without them the 6.1 system headers build everything but iommufd. Swift's
 // importer needs the path too, hence unsafeFlags on every target that imports CVFIO.
+// Whether iommufd is built is decided here once, for C and Swift alike: the C shim sees
+// CVFIO_IOMMUFD, Swift IOMMUFD_UAPI (a system iommufd.h without .uapi/ may lack what we use).
 let uapi = Context.packageDirectory + "/.uapi/usr/include"
-let uapiC: [CSetting] = [.unsafeFlags(["-I", uapi])]
 let haveIOMMUFD = FileManager.default.fileExists(atPath: uapi + "/linux/iommufd.h")
-let uapiSwift: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-I", "-Xcc", uapi])]
+let uapiC: [CSetting] = [.unsafeFlags(["-I", uapi])] + (haveIOMMUFD ? [.define("CVFIO_IOMMUFD")] : [])
+let uapiSwift: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-I", "-Xcc", uapi] + (haveIOMMUFD ? ["-Xcc", "-DCVFIO_IOMMUFD"] : []))]
     + (haveIOMMUFD ? [.define("IOMMUFD_UAPI")] : [])
 
 let package = Package(

@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <sys/ioctl.h>
 #include <linux/vfio.h>
-#if __has_include(<linux/iommufd.h>)
+/* Package.swift defines CVFIO_IOMMUFD when it found the iommufd UAPI it builds against. */
+#ifdef CVFIO_IOMMUFD
 #include <linux/iommufd.h>
 #define CVFIO_HAVE_IOMMUFD 1
 #else
