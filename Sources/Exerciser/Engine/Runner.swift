@@ -52,18 +52,13 @@ struct Runner {
         let t0 = monotonicNanos()
         let result: Result<Void, Errno>
         if planned.kind.mapsByFile {
-            #if IOMMUFD_UAPI
-            guard let ioas = container as? IOAS, let f = region.file else {
+            guard let f = region.file,
+                  let r = session.backend.mapFile(fd: f.fd, start: f.offset, length: region.size, iova: iova, flags: planned.dmaFlags) else {
                 rec.outcome = .skip("IOMMU_IOAS_MAP_FILE needs an iommufd IOAS and a file-backed region")
                 rec.cleanupOK = region.release()
                 return rec
             }
-            result = ioas.mapFile(fd: f.fd, start: f.offset, length: region.size, iova: iova, flags: planned.dmaFlags)
-            #else
-            rec.outcome = .skip("built without iommufd.h: no IOMMU_IOAS_MAP_FILE")
-            rec.cleanupOK = region.release()
-            return rec
-            #endif
+            result = r
         } else {
             result = container.map(vaddr: region.vaddr, iova: iova, size: region.size, flags: planned.dmaFlags)
         }

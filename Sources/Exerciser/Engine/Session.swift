@@ -3,20 +3,16 @@ import Foundation
 import SystemPackage
 import VFIO
 
-struct BackendUnavailable: Error { var reason: String }
-
-/// The DMA space (a container, or an IOAS), the group or cdev, and the device once opened,
-/// for one backend; torn down in order: unmap → detach → device → group → container.
+/// One backend's DMA space with the device, its BARs, the DMA engines and the scratch pages
+/// the data checks use, and the extra devices (peer, helpers) opened into the same space; torn
+/// down in order: unmap → detach → device → group → container. Which backend it is matters
+/// only to `backend`.
 final class Session {
-    let backend: BackendKind
-    let space: DMASpace
+    let backend: Backend
+    var kind: BackendKind { backend.kind }
+    var space: DMASpace { backend.space }
     /// The VFIO container, when the backend has one (for VADDR and extensions).
-    let container: Container?
-    let group: Group?
-    #if IOMMUFD_UAPI
-    var iommufd: IOMMUFD?
-    var ioas: IOAS?
-    #endif
+    var container: Container? { backend.vfioContainer }
     let options: RunOptions
     let pci: PCIDevice
     var info: IOMMUInfo
@@ -35,118 +31,30 @@ final class Session {
 
     /// The peer device (--peer), opened into the same container or IOAS, for peer-bar.
     var peer: Result<BARMapping, RegionUnavailable> = .failure(RegionUnavailable("no peer device (run --peer BDF)"))
-    /// The peer's and the helpers' groups (when not the device's own), devices and BAR0 mappings.
-    var extraGroups: [Group] = []
+    /// The peer's and the helpers' devices and BAR0 mappings.
     var extraDevices: [Device] = []
     var helperBARs: [BARMapping] = []
 
-    /// The mdev the mdev backends use in place of the PCI device.
-    var mdev: MdevDevice?
+    /// mdev-pin: the test module's mdev pins IOVAs on request.
     var pins: ExternalPins?
 
-    init(backend: BackendKind, group pciGroup: Int, options: RunOptions, pci: PCIDevice) throws {
-        self.backend = backend
+    init(backend kind: BackendKind, group pciGroup: Int, options: RunOptions, pci: PCIDevice) throws {
         self.options = options
         self.pci = pci
-        var number = pciGroup
-        if backend.isMdev {
-            let all = MdevDevice.all()
-            let test = all.first { $0.type.hasPrefix("vfio_exerciser_test") }
-            let pick = backend == .mdevPin ? test : (all.first { $0.type.hasPrefix("mtty") } ?? test)
-            guard let m = pick else {
-                throw BackendUnavailable(reason: backend == .mdevPin
-                    ? "no mdev of the test module (kmod/ vfio_exerciser_test not loaded)"
-                    : "no mdev (neither the mtty sample nor the test module)")
-            }
-            mdev = m
-            number = m.group
-        }
-        guard let path = backend.containerPath else {
-            #if IOMMUFD_UAPI
-            guard FileManager.default.fileExists(atPath: "/dev/iommu") else {
-                throw BackendUnavailable(reason: "no /dev/iommu (kernel without CONFIG_IOMMUFD)")
-            }
-            guard Session.cdev(pci.address) != nil else {
-                throw BackendUnavailable(reason: "no VFIO device cdev for \(pci.address) (kernel without CONFIG_VFIO_DEVICE_CDEV)")
-            }
-            let fd = try IOMMUFD()
-            let ioas = try fd.allocIOAS()
-            guard case .success(let i) = ioas.info() else { throw UsageError("IOMMU_IOAS_IOVA_RANGES failed") }
-            self.iommufd = fd
-            self.ioas = ioas
-            self.space = ioas
-            self.container = nil
-            self.group = nil
-            self.info = i
-            self.iova = IOVAAllocator(ranges: i.iovaRanges)
-            return
-            #else
-            throw BackendUnavailable(reason: "built without iommufd UAPI headers (run scripts/fetch-uapi.sh, then rebuild)")
-            #endif
-        }
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw BackendUnavailable(reason: path == "/dev/iommu" ? "no /dev/iommu (kernel without CONFIG_IOMMUFD)"
-                                                                  : "no \(path) (kernel without CONFIG_VFIO_CONTAINER, or vfio not loaded)")
-        }
-        let container: Container
-        do { container = try Container(path: path) } catch {
-            throw UsageError("\(error)")
-        }
-        guard case .success(let v) = container.apiVersion(), v == VFIO_API_VERSION else {
-            throw UsageError("\(path): unexpected VFIO API version")
-        }
-        let type = backend.iommuType
-        guard container.checkExtension(type.uapiValue) else {
-            throw BackendUnavailable(reason: "\(path) does not offer \(type.rawValue) (VFIO_CHECK_EXTENSION)")
-        }
-        let group: Group
-        do { group = try Group(number: number) } catch {
-            throw UsageError("\(error)" + (error.errno == .permissionDenied ? " (run as root or chown /dev/vfio/\(number))" : ""))
-        }
-        let status = try group.status()
-        guard status.viable else {
-            let members = PCIDevice.groupMembers(number).joined(separator: " ")
-            throw UsageError("IOMMU group \(number) is not viable: bind every device in it (\(members)) to vfio-pci")
-        }
-        try group.setContainer(container)
-        try container.setIOMMU(type)
-        switch container.info() {
-        case .success(let i): info = i
-        case .failure(let e): throw UsageError("VFIO_IOMMU_GET_INFO: \(e.symbol)")
-        }
-        self.container = container
-        self.space = container
-        self.group = group
-        self.iova = IOVAAllocator(ranges: info.iovaRanges)
-    }
-
-    /// /dev/vfio/devices/vfioN of a PCI device, from sysfs.
-    static func cdev(_ address: String) -> String? {
-        let dir = "\(PCIDevice.sysfs)/\(address)/vfio-dev"
-        guard let name = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.first(where: { $0.hasPrefix("vfio") }) else { return nil }
-        return "/dev/vfio/devices/\(name)"
+        backend = try Backends.open(kind, pciGroup: pciGroup, pci: pci)
+        info = backend.info
+        iova = IOVAAllocator(ranges: info.iovaRanges)
     }
 
     func openDevice() throws {
-        let dev: Device
-        if let group {
-            dev = try group.device(mdev?.uuid ?? pci.address)
-        } else {
-            #if IOMMUFD_UAPI
-            dev = try openCdev(pci.address)
-            #else
-            throw UsageError("no group and no iommufd")
-            #endif
-        }
+        let dev = try backend.openDevice(pci)
         device = dev
         // Attaching a device adds its reserved regions (the MSI window) to an IOAS's ranges.
-        if group == nil, case .success(let i) = space.info() {
-            info = i
-            iova.ranges = i.iovaRanges.isEmpty ? iova.ranges : i.iovaRanges
-        }
-        if backend == .mdevPin { pins = ExternalPins(device: dev) }
-        if let p = options.peer, !backend.isMdev { openPeer(p) }
-        for r in try (backend.isMdev ? [] : dev.bars()) where r.index <= 5 {
+        info = backend.info
+        if !info.iovaRanges.isEmpty { iova.ranges = info.iovaRanges }
+        if kind == .mdevPin { pins = ExternalPins(device: dev) }
+        if let p = options.peer, !kind.isMdev { openPeer(p) }
+        for r in try (kind.isMdev ? [] : dev.bars()) where r.index <= 5 {
             let name = "BAR\(r.index)"
             var mem: MappedMemory?
             if r.mmappable { mem = try? dev.mmap(r) }
@@ -154,7 +62,7 @@ final class Session {
         }
         guard options.dataCheck else { dmaUnavailable = "data check disabled"; return }
         let driver: DMADriver
-        switch backend {
+        switch kind {
         case .mdevMap:
             dmaUnavailable = "map only: a container holding only an mdev group pins nothing"
             return
@@ -205,45 +113,18 @@ final class Session {
         return out
     }
 
-    #if IOMMUFD_UAPI
-    /// A device's cdev bound to this session's iommufd and attached to its IOAS; `opened` gets
-    /// the device before the bind, so whoever owns it closes it even when bind or attach fails.
-    func openCdev(_ address: String, opened: (Device) -> Void = { _ in }) throws -> Device {
-        guard let path = Session.cdev(address), let fd = iommufd, let ioas else { throw UsageError("\(address) has no VFIO cdev") }
-        let dev = try Device.openCdev(path, name: address)
-        opened(dev)
-        _ = try dev.bind(fd)
-        try dev.attach(ioas)
-        return dev
-    }
-    #endif
-
-    /// Opens another vfio-pci device into this session's container (through its own group, or
-    /// the device's) or IOAS; close() closes it.
+    /// Opens another vfio-pci device into this session's container or IOAS; close() closes it.
     func openExtra(_ address: String, role: String) throws -> Device {
         guard PCIDevice.normalise(address) != pci.address else { throw RegionUnavailable("\(role) \(address) is the device under test") }
         guard let p = PCIDevice.lookup(address) else { throw RegionUnavailable("no PCI device \(address) (\(role))") }
         guard p.driver == "vfio-pci" else { throw RegionUnavailable("\(role) \(address) is bound to \(p.driver ?? "no driver"), not vfio-pci") }
-        if let container, let group {
-            guard let n = p.iommuGroup else { throw RegionUnavailable("\(role) \(address) has no IOMMU group") }
-            if n == group.number {
-                let dev = try group.device(p.address)
-                extraDevices.append(dev)
-                return dev
-            }
-            let g = try Group(number: n)
-            extraGroups.append(g)
-            guard try g.status().viable else { throw RegionUnavailable("\(role) \(address): IOMMU group \(n) is not viable") }
-            try g.setContainer(container)
-            let dev = try g.device(p.address)
-            extraDevices.append(dev)
-            return dev
+        var dev: Device?
+        try backend.openExtra(p, role: role) { d in
+            dev = d
+            extraDevices.append(d)
         }
-        #if IOMMUFD_UAPI
-        return try openCdev(p.address) { self.extraDevices.append($0) }
-        #else
-        throw RegionUnavailable("no group and no iommufd")
-        #endif
+        guard let dev else { throw RegionUnavailable("\(role) \(address): not opened") }
+        return dev
     }
 
     /// openExtra, then its BAR0 mmapped (close() unmaps it through `peer` or `helperBARs`).
@@ -273,40 +154,32 @@ final class Session {
         for b in helperBARs { b.memory?.unmap() }
         helperBARs = []
         for d in extraDevices {
-            #if IOMMUFD_UAPI
-            if group == nil { d.detach() }
-            #endif
+            backend.detach(d)
             d.close()
         }
         extraDevices = []
-        for g in extraGroups { g.close() }
-        extraGroups = []
         if let s = scratch {
-            if case .success(let n) = space.unmap(iova: scratchIOVA, size: UInt64(s.length)), n != UInt64(s.length) {
-                teardownProblems.append("scratch unmap reported \(n) bytes")
+            switch space.unmap(iova: scratchIOVA, size: UInt64(s.length)) {
+            case .success(let n) where n != UInt64(s.length):
+                teardownProblems.append("unmapping the \(s.length)-byte scratch reported \(n) bytes")
+            case .failure(let e): teardownProblems.append("unmapping the scratch: \(e.symbol)")
+            default: break
             }
             s.unmap()
             scratch = nil
         }
         for b in bars { b.memory?.unmap() }
         bars.removeAll()
-        #if IOMMUFD_UAPI
-        if group == nil { device?.detach() }
-        #endif
+        if let d = device { backend.detach(d) }
         device?.close()  // before the group: the other order gives EBUSY
         device = nil
-        group?.close()
-        container?.close()
-        #if IOMMUFD_UAPI
-        ioas?.destroy()
-        iommufd?.close()
-        #endif
+        backend.close()
     }
 
     /// The Intel IOMMU's page-table dump for this device, if debugfs has it.
     func iommuPageSize(iova: UInt64) -> String? {
         // An mdev-only container has no IOMMU domain: nothing to read.
-        backend.isMdev ? nil : IOMMUDebugfs.pageSize(device: pci.address, iova: iova)
+        backend.hasIOMMUDomain ? IOMMUDebugfs.pageSize(device: pci.address, iova: iova) : nil
     }
 
     func dmaAvail() -> UInt32? {
