@@ -98,7 +98,7 @@ struct Run: ParsableCommand {
             injectFault(after: records.count)
         }
         progressDone()
-        let hygiene = before.compare(after: HygieneSnapshot.take())
+        let hygiene = before.compare(after: HygieneSnapshot.take()) + engine.teardownChecks
         writer?.emit(.hygiene(hygiene))
         let report = judge.report(header: header, records: records, elapsed: Date().timeIntervalSince(start), hygiene: hygiene)
         writer?.emit(.end(exitCode: report.exitCode))

@@ -34,6 +34,9 @@ public final class Engine {
     let options: RunOptions
     let pci: PCIDevice
     let group: Int
+    /// One check per backend that ran: its session tore down as it should (the bytes the
+    /// scratch unmap reported among them). Hygiene, like the leftovers after the run.
+    public private(set) var teardownChecks: [Check] = []
 
     /// Validates the device before anything is opened: exit-2 problems surface here.
     public init(options: RunOptions) throws(UsageError) {
@@ -74,7 +77,11 @@ public final class Engine {
         } catch {
             throw UsageError("\(backend.rawValue): \(error)")
         }
-        defer { session.close() }
+        defer {
+            session.close()
+            let p = session.teardownProblems
+            teardownChecks.append(Check("teardown-\(backend.rawValue)", p.isEmpty, p.isEmpty ? "scratch and devices released" : p.joined(separator: "; ")))
+        }
         for (i, c) in cases.enumerated() {
             if c.phase == .device && !session.deviceOpen {
                 do { try session.openDevice() } catch {
