@@ -62,6 +62,10 @@ final class FakeNVMe: NVMeRegisters {
     /// Completions wait for the next CSTS read and are then posted newest first.
     var deferCompletions = false
     var onForbidden: (String) -> Void = { XCTFail($0) }
+    /// A broken device: Compare always reports success.
+    var compareAlwaysSucceeds = false
+    /// A broken device: Read reports success and transfers nothing.
+    var readsMoveNothing = false
 
     // What happened.
     var adminOpcodes: [UInt8] = []
@@ -324,10 +328,11 @@ final class FakeNVMe: NVMeRegisters {
         let at = Int(lba) << blockShift
         switch op {
         case .read:
+            if readsMoveNothing { return (Self.ok, 0) }
             return (dmaOut(c, namespace[at..<(at + bytes)]) ? Self.ok : Self.transferError, 0)
         case .compare:
             guard let got = dmaIn(c, bytes: bytes) else { return (Self.transferError, 0) }
-            return (got[...] == namespace[at..<(at + bytes)] ? Self.ok : .compareFailure, 0)
+            return (compareAlwaysSucceeds || got[...] == namespace[at..<(at + bytes)] ? Self.ok : .compareFailure, 0)
         }
     }
 }
