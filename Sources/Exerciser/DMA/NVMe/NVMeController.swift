@@ -48,13 +48,18 @@ final class NVMeQueue {
     let entries: Int
     let sq: DMABuffer
     let cq: DMABuffer
-    var tail = 0
-    var head = 0
-    var phase = true
+    /// tail, head, phase in MAP_SHARED memory: each case runs in a forked child, and the next
+    /// child must start where the last one left the queue.
+    let state: UnsafeMutablePointer<Int>
+    var tail: Int { get { state[0] } set { state[0] = newValue } }
+    var head: Int { get { state[1] } set { state[1] = newValue } }
+    var phase: Bool { get { state[2] != 0 } set { state[2] = newValue ? 1 : 0 } }
 
-    init(qid: Int, entries: Int, memory: DMAMemory) throws {
+    init(qid: Int, entries: Int, memory: DMAMemory, state: UnsafeMutablePointer<Int>) throws {
         self.qid = qid
         self.entries = entries
+        self.state = state
+        state[0] = 0; state[1] = 0; state[2] = 1  // tail, head, phase
         sq = try memory.allocate(entries * NVMeCommand.size)
         cq = try memory.allocate(entries * 16)
     }
@@ -98,6 +103,9 @@ final class NVMeController {
     var prpLists: DMABuffer!
     /// Set once the controller cannot be trusted (a timeout, a fatal status): it has been disabled.
     private(set) var failed: String?
+    /// Queue state and a failed flag, shared with forked case children.
+    let shared: MappedMemory
+    var sharedFailed: Bool { get { shared.base.load(fromByteOffset: 64, as: Int.self) != 0 } set { shared.base.storeBytes(of: newValue ? 1 : 0, toByteOffset: 64, as: Int.self) } }
     /// Test and --inject hook: rewrites the PRP pages of I/O command `index` of a batch.
     var prpMutation: ((_ index: Int, _ pages: inout [UInt64]) -> Void)?
 
@@ -114,6 +122,9 @@ final class NVMeController {
         guard cap.mpsMin <= 4 else { throw DMAError(description: "nvme: CAP.MPSMIN asks for \(4096 << cap.mpsMin)-byte pages") }
         pageSize = 4096 << cap.mpsMin
         self.readyTimeout = readyTimeout ?? max(cap.readyTimeout, 0.5)
+        do { shared = try MappedMemory.map(length: 4096, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS) } catch {
+            throw DMAError(description: "nvme: \(error)")
+        }
         try disable()
         try bringUp()
     }
@@ -121,6 +132,7 @@ final class NVMeController {
     func fail(_ message: String) -> DMAError {
         if failed == nil {
             failed = message
+            sharedFailed = true
             try? disable()
         }
         return DMAError(description: message)
@@ -155,7 +167,7 @@ final class NVMeController {
 
     private func bringUp() throws {
         let adminEntries = min(16, cap.maxQueueEntries)
-        admin = try NVMeQueue(qid: 0, entries: adminEntries, memory: memory)
+        admin = try NVMeQueue(qid: 0, entries: adminEntries, memory: memory, state: shared.base.bindMemory(to: Int.self, capacity: 8))
         scratch = try memory.allocate(4096)
         for b in [admin.sq, admin.cq, scratch!] where b.iova % UInt64(pageSize) != 0 {
             throw DMAError(description: "nvme: DMA memory at IOVA 0x\(String(b.iova, radix: 16)) is not \(pageSize)-byte aligned")
@@ -179,7 +191,7 @@ final class NVMeController {
         // Number of Queues is set once after reset; a controller that refuses it still gets queue 1.
         _ = try adminCommand(NVMeCommand(opcode: NVMeAdminOpcode.setFeatures.rawValue, cdw10: NVMeAllowlist.numberOfQueues))
         let depth = min(Self.ioDepth, cap.maxQueueEntries)
-        let q = try NVMeQueue(qid: 1, entries: depth, memory: memory)
+        let q = try NVMeQueue(qid: 1, entries: depth, memory: memory, state: (shared.base + 32).bindMemory(to: Int.self, capacity: 4))
         try adminOK(NVMeCommand(opcode: NVMeAdminOpcode.createIOCQ.rawValue, prp1: q.cq.iova,
                                 cdw10: UInt32(depth - 1) << 16 | 1, cdw11: 1))  // PC=1, IEN=0
         try adminOK(NVMeCommand(opcode: NVMeAdminOpcode.createIOSQ.rawValue, prp1: q.sq.iova,
@@ -236,6 +248,7 @@ final class NVMeController {
     /// Commands on `q`, as many in flight as the queue holds; returns each one's status.
     func run(_ commands: [NVMeCommand], on q: NVMeQueue, isAdmin: Bool, prepare: ((_ index: Int, _ slot: Int, inout NVMeCommand) throws -> Void)? = nil) throws -> [NVMeStatus] {
         if let failed { throw DMAError(description: "nvme: controller unusable: \(failed)") }
+        if sharedFailed { throw DMAError(description: "nvme: controller unusable: disabled after a failure in an earlier case") }
         for c in commands { try NVMeAllowlist.check(c, admin: isAdmin) }
         let stride = cap.doorbellStride
         let slots = q.entries - 1
@@ -341,7 +354,7 @@ final class NVMeController {
     /// caller may unmap its memory. Returns what went wrong, if anything.
     func shutdown() -> [String] {
         var problems: [String] = []
-        if failed == nil, let q = io {
+        if failed == nil, !sharedFailed, let q = io {
             for c in [NVMeCommand(opcode: NVMeAdminOpcode.deleteIOSQ.rawValue, cdw10: UInt32(q.qid)),
                       NVMeCommand(opcode: NVMeAdminOpcode.deleteIOCQ.rawValue, cdw10: UInt32(q.qid))] {
                 do { try adminOK(c) } catch { problems.append("\(error)") }
