@@ -20,7 +20,7 @@ struct Run: ParsableCommand {
     var peer: String?
 
     @Option(name: .customLong("dma-helper"), help: ArgumentHelp(
-        "Another edu bound to vfio-pci whose DMA engine runs data-check transfers alongside the device's (repeatable).",
+        "A device bound to vfio-pci that runs data checks (repeatable): an edu, whose DMA engine joins the device's, or one NVMe controller, which checks every page by Read and Compare and never writes its namespace.",
         valueName: "bdf"))
     var helpers: [String] = []
 

@@ -10,13 +10,17 @@ final class NVMeImageTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/img"
-        let size = 64 * NVMeImage.blockSize
+        let size = 512 * NVMeImage.blockSize
         try NVMeImage.ensure(at: path, size: size)
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         XCTAssertEqual(data.count, size)
         var seen = Set<Data>()
-        for lba in 0..<64 {
+        for lba in 0..<512 {
             let b = data.subdata(in: lba * NVMeImage.blockSize..<(lba + 1) * NVMeImage.blockSize)
+            if let f = NVMeImage.fillBlocks[UInt64(lba)] {
+                XCTAssertTrue(b.allSatisfy { $0 == f }, "fill block \(lba)")
+                continue
+            }
             XCTAssertEqual(b.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }, UInt64(lba).littleEndian)
             XCTAssertEqual([UInt8](b), NVMeImage.block(UInt64(lba)))
             // The tail alone must differ too: a device that read the right LBA's header and

@@ -93,6 +93,9 @@ static inline void cvfio_mmio_write32(volatile void *base, size_t off, uint32_t 
 static inline void cvfio_mmio_write64(volatile void *base, size_t off, uint64_t v) {
     *(volatile uint64_t *)((volatile char *)base + off) = v;
 }
+/* Orders plain stores to DMA memory (a queue entry) before a doorbell write, and a completion's
+   phase load before the loads of its other fields. */
+static inline void cvfio_dma_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 /* memfd_secret has no glibc wrapper in Debian 12; -1/ENOSYS where the syscall is absent. */
 int cvfio_memfd_secret(unsigned int flags);

@@ -87,6 +87,13 @@ struct Runner {
                                                       peer: peer, iova: iova, why: session.dmaUnavailable)
                 rec.checks += checks
                 rec.properties["data"] = summary
+            } else if let nvme = session.nvme, !region.access.isNone || session.engines.isEmpty {
+                var check = NVMeCheck(engine: nvme, seed: index &* 37 &+ 11)
+                if session.options.inject == "wrong-iova" { check.wrongIOVA = nvme.decoy.iova }
+                let (checks, summary, notes) = check.runWithNotes(region: region, iova: iova, flags: planned.dmaFlags)
+                rec.checks += checks
+                rec.properties["data"] = summary
+                if !notes.isEmpty { rec.properties["data_unchecked"] = notes.joined(separator: "; ") }
             } else if !session.engines.isEmpty, let scratch = session.scratch {
                 var check = DataCheck(engines: session.engines, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
                 if session.options.inject == "wrong-iova" { check.wrongIOVA = session.scratchIOVA }
@@ -264,6 +271,7 @@ struct Runner {
                 rec.unmappedBytes = n
                 // The scratch page is in the container too; UNMAP_ALL took it. Put it back.
                 session.remapScratch(&rec)
+                session.remapNVMe(&rec)
             case .failure(let e):
                 rec.outcome = .errno(e.symbol)
                 teardownMap(iova, size, &rec)
@@ -287,5 +295,15 @@ extension Session {
             engines = []
             dmaUnavailable = "scratch page lost after UNMAP_ALL"
         }
+    }
+
+    /// UNMAP_ALL also took the NVMe queues and reference window (the controller is idle between
+    /// commands): map them again and discount them.
+    func remapNVMe(_ rec: inout CaseRecord) {
+        guard let m = nvmeMemory else { return }
+        let (bytes, problems) = m.remap()
+        rec.unmappedBytes = rec.unmappedBytes.map { $0 >= bytes ? $0 - bytes : $0 }
+        rec.properties["nvme_memory_included"] = "yes"
+        for p in problems { rec.checks.append(Check("nvme-remap", false, p)) }
     }
 }

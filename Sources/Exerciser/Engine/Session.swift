@@ -25,6 +25,10 @@ final class Session {
     var dmaUnavailable = "no DMA-capable driver for this device"
     var scratch: MappedMemory?
     var scratchIOVA: UInt64 = 0
+    /// The NVMe engine (the device under test or a --dma-helper of class 01:08:02) and its memory.
+    var nvme: NVMeEngine?
+    var nvmeMemory: SessionDMAMemory?
+    var nvmeAddress: String?
     var deviceOpen: Bool { device != nil }
     var teardownProblems: [String] = []
     let kmsg = KernelLog()
@@ -61,24 +65,29 @@ final class Session {
             bars.append(BARMapping(name: name, region: r, memory: mem, device: dev))
         }
         guard options.dataCheck else { dmaUnavailable = "data check disabled"; return }
-        let driver: DMADriver
+        var engines: [DMADriver] = []
         switch kind {
         case .mdevMap:
             dmaUnavailable = "map only: a container holding only an mdev group pins nothing"
             return
         case .mdevPin:
             guard let pins else { return }
-            driver = MdevRWDriver(pins: pins)
+            engines = [MdevRWDriver(pins: pins)]
         default:
-            guard EduDriver.matches(pci), let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory else { return }
-            guard let edu = try EduDriver.open(device: dev, bar0: bar0) else {
-                dmaUnavailable = "edu BAR0 does not answer its liveness register"
-                return
+            let bar0 = bars.first(where: { $0.name == "BAR0" })?.memory
+            if NVMeDevice.matches(pci.address), let bar0 {
+                // Not fatal: the cases still run, their data checks say why they could not.
+                do { try openNVMe(device: dev, bar0: bar0, address: pci.address) } catch { dmaUnavailable = "\(error)" }
+            } else if EduDriver.matches(pci), let bar0 {
+                guard let edu = try EduDriver.open(device: dev, bar0: bar0) else {
+                    dmaUnavailable = "edu BAR0 does not answer its liveness register"
+                    return
+                }
+                engines = [edu]
             }
-            driver = edu
+            engines += try helperEngines()
         }
-        var engines = [driver]
-        if driver is EduDriver { engines += try helperEngines() }
+        guard !engines.isEmpty else { return }
         // A page per engine mapped at its own IOVA: data travels region → device → scratch and
         // back. Shared, so a forked case child writes the very page the IOMMU maps (no COW copy).
         let s = try MappedMemory.map(length: PageSize.base * engines.count, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED | MAP_ANONYMOUS)
@@ -107,7 +116,14 @@ final class Session {
             let b: BARMapping
             do { b = try openExtraBAR0(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
             helperBARs.append(b)
-            guard let e = try edu(b, h) else { throw UsageError("--dma-helper \(h) is not an edu device (1234:11e8) that answers") }
+            if NVMeDevice.matches(h), let mem = b.memory {
+                guard nvme == nil else { throw UsageError("--dma-helper \(h): the session already has an NVMe engine (\(nvmeAddress ?? "?"))") }
+                do { try openNVMe(device: b.device, bar0: mem, address: h) } catch { throw UsageError("--dma-helper \(error)") }
+                continue
+            }
+            guard let e = try edu(b, h) else {
+                throw UsageError("--dma-helper \(h) is neither an edu device (1234:11e8) that answers nor an NVMe controller (class 01:08:02)")
+            }
             out.append(e)
         }
         return out
@@ -148,6 +164,7 @@ final class Session {
     }
 
     func close() {
+        closeNVMe()  // first: the controller stops before any mapping or BAR goes away
         if case .success(let b) = peer { b.memory?.unmap() }
         peer = .failure(RegionUnavailable("session closed"))
         engines = []

@@ -20,6 +20,8 @@ public enum DataAccess: Sendable, Equatable {
     /// Only the first `bytes` are ordinary memory (the rest is MMIO).
     case prefixOnly(UInt64)
     case none(String)
+
+    public var isNone: Bool { if case .none = self { true } else { false } }
 }
 
 /// Memory built for one case. Owners in `keep` release it (munmap, close) when dropped.

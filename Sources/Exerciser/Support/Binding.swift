@@ -41,21 +41,62 @@ public enum Binding {
         guard n >= 0 else { throw UsageError("writing \(value.trimmingCharacters(in: .whitespacesAndNewlines)) to \(path): \(Errno(rawValue: errno).symbol)") }
     }
 
-    /// Why a device should not be taken from its driver: an interface that is up, a mounted or
-    /// held block device. Heuristic, as in the kernel selftests' setup scripts.
+    /// Why a device should not be taken from its driver: an interface that is up, a mounted,
+    /// swapped-on or held block device. Heuristic, as in the kernel selftests' setup scripts.
     static func inUse(_ dev: PCIDevice) -> String? {
         let dir = "\(PCIDevice.sysfs)/\(dev.address)"
-        let fm = FileManager.default
-        for ifname in (try? fm.contentsOfDirectory(atPath: dir + "/net")) ?? [] {
+        for ifname in (try? FileManager.default.contentsOfDirectory(atPath: dir + "/net")) ?? [] {
             let state = (try? String(contentsOfFile: "\(dir)/net/\(ifname)/operstate", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             if state == "up" { return "network interface \(ifname) is up" }
         }
-        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        return blockInUse(deviceDir: dir, sysBlock: "/sys/block", mountinfo: readProcFile("/proc/self/mountinfo") ?? "",
+                          swaps: readProcFile("/proc/swaps") ?? "")
+    }
+
+    /// The block devices below a PCI device (SCSI disks, NVMe namespaces, also the multipath
+    /// head /sys/block/nvmeXnY of a hidden path nvmeXcZnY), their partitions and what holds them
+    /// (dm, md), checked by device number against mountinfo: /dev/root and /dev/mapper names
+    /// need no path matching.
+    static func blockInUse(deviceDir dir: String, sysBlock: String, mountinfo: String, swaps: String) -> String? {
+        let fm = FileManager.default
+        func read(_ path: String) -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        var names: [String] = []
         if let e = fm.enumerator(atPath: dir) {
-            for case let path as String in e where path.hasSuffix("/dev") && path.contains("block/") {
-                let name = (path as NSString).deletingLastPathComponent.split(separator: "/").last.map(String.init) ?? ""
-                if mounts.contains("/dev/\(name)") { return "block device \(name) is mounted" }
+            for case let path as String in e {
+                let parts = path.split(separator: "/").map(String.init)
+                guard let name = parts.last else { continue }
+                if parts.count >= 2 && parts[parts.count - 2] == "block" { names.append(name) }
+                if name.range(of: #"^nvme[0-9]+(c[0-9]+)?n[0-9]+$"#, options: .regularExpression) != nil {
+                    names.append(name.replacingOccurrences(of: #"c[0-9]+n"#, with: "n", options: .regularExpression))
+                }
             }
+        }
+        // Each disk, its partitions, and recursively whatever holds any of them.
+        var seen = Set<String>()
+        var queue = names
+        var numbers: [String: String] = [:]  // "major:minor" → name
+        while let n = queue.popLast() {
+            // Partitions are found below their disk, not here.
+            let base = "\(sysBlock)/\(n)"
+            guard seen.insert(n).inserted, fm.fileExists(atPath: base) else { continue }
+            if let d = read("\(base)/dev") { numbers[d] = n }
+            for entry in (try? fm.contentsOfDirectory(atPath: base)) ?? [] where entry.hasPrefix(n) {
+                queue.append(entry)  // partition
+                if let d = read("\(base)/\(entry)/dev") { numbers[d] = entry }
+                queue += (try? fm.contentsOfDirectory(atPath: "\(base)/\(entry)/holders")) ?? []
+            }
+            queue += (try? fm.contentsOfDirectory(atPath: "\(base)/holders")) ?? []
+        }
+        for line in mountinfo.split(whereSeparator: \.isNewline) {
+            let f = line.split(separator: " ")
+            if f.count > 4, let n = numbers[String(f[2])] { return "block device \(n) is mounted on \(f[4])" }
+        }
+        for line in swaps.split(whereSeparator: \.isNewline).dropFirst() {
+            guard let path = line.split(separator: " ").first else { continue }
+            let name = (String(path) as NSString).lastPathComponent
+            if seen.contains(name) { return "block device \(name) is in use as swap" }
         }
         return nil
     }

@@ -10,8 +10,14 @@ public enum NVMeImage {
     /// 2 MiB) many times over; a larger region wraps the LBA range and says so.
     public static let defaultSize = 64 << 20
 
+    /// Blocks of one byte each, inside the 2 MiB the NVMe check reads as its reference: memory
+    /// the CPU cannot write but whose content is known (the zero page behind untouched anon,
+    /// readonly-read's 0x3C) is compared against one of these.
+    public static let fillBlocks: [UInt64: UInt8] = [510: 0x00, 511: 0x3C]
+
     /// The bytes of block `lba`.
     public static func block(_ lba: UInt64) -> [UInt8] {
+        if let f = fillBlocks[lba] { return [UInt8](repeating: f, count: blockSize) }
         var out = [UInt8](repeating: 0, count: blockSize)
         withUnsafeBytes(of: lba.littleEndian) { for i in 0..<8 { out[i] = $0[i] } }
         // xorshift64*: cheap, and no two blocks share a run longer than a few bytes.
@@ -27,7 +33,7 @@ public enum NVMeImage {
     }
 
     /// Writes the image at `path` unless a file of the right size is there already (the content
-    /// is a pure function of the size). Written beside and renamed, so a parallel run never sees
+    /// is a pure function of the size; the name says the layout's version). Written beside and renamed, so a parallel run never sees
     /// half an image.
     public static func ensure(at path: String, size: Int = defaultSize) throws {
         if let a = try? FileManager.default.attributesOfItem(atPath: path), (a[.size] as? NSNumber)?.intValue == size { return }

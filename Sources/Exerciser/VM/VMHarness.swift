@@ -27,7 +27,7 @@ public struct VMHarness {
         public var helpers = ["0000:00:05.0"]
         /// An NVMe controller over a pattern image (`NVMeImage`): the data checks' engine for
         /// every page of memory; the edus keep the MMIO and peer kinds. nil: no NVMe.
-        public var nvme: String? = nil
+        public var nvme: String? = "0000:00:06.0"
         public init(cacheDir: String, outDir: String, scriptsDir: String, configsDir: String, guestBinary: String) {
             self.cacheDir = cacheDir
             self.outDir = outDir
@@ -242,7 +242,7 @@ public struct VMHarness {
     /// QEMU's arguments for the NVMe controller, its image written first (read-only to QEMU).
     func nvmeQEMU() throws -> [String] {
         guard let bdf = config.nvme else { return [] }
-        let image = config.cacheDir + "/nvme-pattern-\(NVMeImage.defaultSize >> 20)M.img"
+        let image = config.cacheDir + "/nvme-pattern-v2-\(NVMeImage.defaultSize >> 20)M.img"
         try FileManager.default.createDirectory(atPath: config.cacheDir, withIntermediateDirectories: true)
         try NVMeImage.ensure(at: image)
         return ["-drive", "file=\(image),if=none,format=raw,id=nvm,readonly=on",
