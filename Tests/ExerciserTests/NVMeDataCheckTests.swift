@@ -207,6 +207,18 @@ final class NVMeDataCheckTests: XCTestCase {
         XCTAssertEqual(NVMeCheck(engine: e, seed: 0).run(region: prefix, iova: regionIOVA, flags: .readWrite).summary, "ok (nvme, 12288 bytes, both directions)")
     }
 
+    /// A Read that leaves one 512-byte sector of a page unwritten: the sector keeps its poison
+    /// tag, even where the memory held zeros before and the namespace block is zeros too.
+    func testAMissingSectorIsCaught() throws {
+        let e = try engine()
+        fake.readsSkipSector = 3
+        let r = try region(pages: 16)
+        memset(r.pointer, 0, 16 * 4096)
+        let res = NVMeCheck(engine: e, seed: 3).run(region: r, iova: regionIOVA, flags: .readWrite)
+        XCTAssertTrue(res.summary.hasPrefix("mismatch"), res.summary)
+        XCTAssertFalse(res.checks.first { $0.name == "data-nvme-read" }?.passed ?? true)
+    }
+
     func testAReadThatMovesNothingIsCaughtAtReferenceLoad() throws {
         iommu = FakeNVMeIOMMU()
         fake = FakeNVMe(iommu: iommu)

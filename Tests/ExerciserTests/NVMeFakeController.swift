@@ -66,6 +66,8 @@ final class FakeNVMe: NVMeRegisters {
     var compareAlwaysSucceeds = false
     /// A broken device: Read reports success and transfers nothing.
     var readsMoveNothing = false
+    /// A broken device: every Read leaves this 512-byte sector of its transfer unwritten.
+    var readsSkipSector: Int?
 
     // What happened.
     var adminOpcodes: [UInt8] = []
@@ -246,9 +248,14 @@ final class FakeNVMe: NVMeRegisters {
     func dmaOut(_ c: NVMeCommand, _ data: ArraySlice<UInt8>) -> Bool {
         guard let segs = prpSegments(c, bytes: data.count) else { return false }
         var at = data.startIndex
+        let skip = readsSkipSector.map { data.startIndex + $0 * 512 }
         for (iova, n) in segs {
             guard let p = iommu.host(iova, n, .write) else { return false }
-            data[at..<(at + n)].withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: n) }
+            data[at..<(at + n)].withUnsafeBytes { src in
+                for o in Swift.stride(from: 0, to: n, by: 512) where at + o != skip {
+                    (p + o).copyMemory(from: src.baseAddress! + o, byteCount: min(512, n - o))
+                }
+            }
             at += n
         }
         return true
