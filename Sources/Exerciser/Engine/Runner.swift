@@ -83,7 +83,7 @@ struct Runner {
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
             if planned.kind.targetsPeer, case .success(let peer) = session.peer {
-                let (checks, summary) = PeerCheck.run(dma: session.dma, scratch: session.scratch, scratchIOVA: session.scratchIOVA,
+                let (checks, summary) = PeerCheck.run(engines: session.engines.filter { $0 !== session.peerEngine }, scratch: session.scratch, scratchIOVA: session.scratchIOVA,
                                                       peer: peer, iova: iova, why: session.dmaUnavailable)
                 rec.checks += checks
                 rec.properties["data"] = summary

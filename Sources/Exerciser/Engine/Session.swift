@@ -22,6 +22,8 @@ final class Session {
     /// The device's DMA engine first, then the peer's and the helpers' (edu only).
     var engines: [DMADriver] = []
     var dma: DMADriver? { engines.first }
+    /// The peer's own engine among `engines`: not the one to DMA into the peer's BAR.
+    var peerEngine: DMADriver?
     var dmaUnavailable = "no DMA-capable driver for this device"
     var scratch: MappedMemory?
     var scratchIOVA: UInt64 = 0
@@ -111,7 +113,10 @@ final class Session {
         }
         var out: [DMADriver] = []
         // The peer is optional here as for peer-bar: if it cannot serve, the checks run without it.
-        if case .success(let b) = peer, let p = options.peer, let e = (try? edu(b, p)) ?? nil { out.append(e) }
+        if case .success(let b) = peer, let p = options.peer, let e = (try? edu(b, p)) ?? nil {
+            out.append(e)
+            peerEngine = e
+        }
         for h in options.helpers {
             let b: BARMapping
             do { b = try openExtraBAR0(h, role: "--dma-helper") } catch { throw UsageError("\(error)") }
@@ -168,6 +173,7 @@ final class Session {
         if case .success(let b) = peer { b.memory?.unmap() }
         peer = .failure(RegionUnavailable("session closed"))
         engines = []
+        peerEngine = nil
         for b in helperBARs { b.memory?.unmap() }
         helperBARs = []
         for d in extraDevices {
