@@ -226,10 +226,16 @@ struct Bench: ParsableCommand {
                 mc.timeout = 300
                 let m = try VMHarness(config: mc, progress: progress).run()
                 progressDone()
-                let rep = m.report
-                r.matrix = MatrixTiming(seconds: m.bootSeconds, passed: rep.count(.pass), failed: rep.count(.fail),
-                                        skipped: rep.count(.skip), xfail: rep.count(.xfail))
-                try Reporter.render(rep, format: .table, color: false).write(toFile: mc.outDir + "/report.txt", atomically: true, encoding: .utf8)
+                r.matrix = MatrixTiming(m.bootSeconds, m.report)
+                try Reporter.render(m.report, format: .table, color: false).write(toFile: mc.outDir + "/report.txt", atomically: true, encoding: .utf8)
+                // Again with the edus as the only engines: bytes verified per second, NVMe vs edu.
+                var ec = mc
+                ec.outDir = c.outDir + "/matrix-edu"
+                ec.nvme = nil
+                let e = try VMHarness(config: ec, progress: progress).run()
+                progressDone()
+                r.eduMatrix = MatrixTiming(e.bootSeconds, e.report)
+                try Reporter.render(e.report, format: .table, color: false).write(toFile: ec.outDir + "/report.txt", atomically: true, encoding: .utf8)
             }
             let text = BenchText.report(r)
             try write(r, json: c.outDir + "/bench.json", svg: c.outDir + "/bench.svg")

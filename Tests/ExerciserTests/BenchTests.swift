@@ -158,3 +158,28 @@ final class BenchTests: XCTestCase {
         XCTAssertTrue(svg.contains("memfd · type1v2"))
     }
 }
+
+/// Bytes verified per engine, summed over a run's cases that had a data check, and shown.
+final class EngineThroughputTests: XCTestCase {
+    func testSumsPerEngineAndSkipsCasesWithoutACheck() {
+        func rec(_ id: String, _ engine: String?, _ bytes: UInt64?, _ ms: UInt64?) -> CaseResult {
+            var r = CaseRecord(id: id, backend: "type1v2", kind: "anon-private", phase: .device, size: 0, flags: [], iova: 0, outcome: .ok)
+            r.dataEngine = engine
+            r.dataBytes = bytes
+            r.dataNanos = ms.map { $0 * 1_000_000 }
+            return CaseResult(record: r, verdict: Verdict(.pass, "ok"))
+        }
+        let report = RunReport(header: RunHeader(tool: "t", kernelRelease: "k", device: "d", plan: []),
+                               results: [rec("a", "nvme", 1 << 30, 1000), rec("b", "nvme", 1 << 20, 24), rec("c", "edu", 12285, 200),
+                                         rec("d", nil, nil, nil), rec("e", "edu", 0, 100)])
+        let t = EngineThroughput.from(report)
+        XCTAssertEqual(t.map(\.engine), ["edu", "nvme"])
+        XCTAssertEqual(t[1].bytes, (1 << 30) + (1 << 20))
+        XCTAssertEqual(t[1].cases, 2)
+        XCTAssertEqual(t[1].seconds, 1.024, accuracy: 1e-9)
+        XCTAssertEqual(t[0].bytesPerSecond, 12285 / 0.3, accuracy: 1e-6)
+        var run = BenchTests.run([])
+        run.matrix = MatrixTiming(10, report)
+        XCTAssertTrue(BenchText.report(run).contains("data checks by nvme: 1025.0 MiB verified in 1.02 s over 2 cases"), BenchText.report(run))
+    }
+}

@@ -226,12 +226,49 @@ public struct MatrixTiming: Codable, Equatable, Sendable {
     public var failed: Int
     public var skipped: Int
     public var xfail: Int
-    public init(seconds: Double, passed: Int, failed: Int, skipped: Int, xfail: Int) {
+    /// What the data checks verified, per engine.
+    public var engines: [EngineThroughput]?
+    public init(seconds: Double, passed: Int, failed: Int, skipped: Int, xfail: Int, engines: [EngineThroughput]? = nil) {
         self.seconds = seconds
         self.passed = passed
         self.failed = failed
         self.skipped = skipped
         self.xfail = xfail
+        self.engines = engines
+    }
+
+    public init(_ seconds: Double, _ r: RunReport) {
+        self.init(seconds: seconds, passed: r.count(.pass), failed: r.count(.fail), skipped: r.count(.skip), xfail: r.count(.xfail),
+                  engines: EngineThroughput.from(r))
+    }
+}
+
+/// Bytes of mappings one data-check engine verified in a run, and the time its checks took.
+public struct EngineThroughput: Codable, Equatable, Sendable {
+    public var engine: String
+    public var cases: Int
+    public var bytes: UInt64
+    public var seconds: Double
+    public var bytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds : 0 }
+
+    public init(engine: String, cases: Int, bytes: UInt64, seconds: Double) {
+        self.engine = engine
+        self.cases = cases
+        self.bytes = bytes
+        self.seconds = seconds
+    }
+
+    public static func from(_ r: RunReport) -> [EngineThroughput] {
+        var out: [String: EngineThroughput] = [:]
+        for c in r.results {
+            guard let e = c.record.dataEngine, let n = c.record.dataNanos else { continue }
+            var t = out[e] ?? EngineThroughput(engine: e, cases: 0, bytes: 0, seconds: 0)
+            t.cases += 1
+            t.bytes += c.record.dataBytes ?? 0
+            t.seconds += Double(n) / 1e9
+            out[e] = t
+        }
+        return out.values.sorted { $0.engine < $1.engine }
     }
 }
 
@@ -253,6 +290,8 @@ public struct BenchRun: Codable, Equatable, Sendable {
     public var overhead: [OverheadRow]
     public var overheadSummary: OverheadSummary?
     public var matrix: MatrixTiming?
+    /// The same matrix with the edus as the only data-check engines (no NVMe): the comparison.
+    public var eduMatrix: MatrixTiming?
     /// Guest problems seen by the harness (panics, splats, a killed guest).
     public var incidents: [String]
     /// Guest-side wall time of the bench; QEMU start to power-off when run through the VM.

@@ -59,9 +59,14 @@ public enum BenchText {
         if let sec = run.seconds { second += String(format: "; %.1f s in the guest", sec) }
         if let q = run.qemuSeconds { second += String(format: ", %.1f s QEMU start to power-off", q) }
         lines.append(second)
-        if let m = run.matrix {
-            lines.append(String(format: "default matrix on this kernel: %.1f s QEMU start to verdict (%d passed, %d failed, %d skipped, %d xfail)",
-                                m.seconds, m.passed, m.failed, m.skipped, m.xfail))
+        for (what, m) in [("default matrix on this kernel", run.matrix), ("the same with edu data checks only", run.eduMatrix)] {
+            guard let m else { continue }
+            lines.append(String(format: "%@: %.1f s QEMU start to verdict (%d passed, %d failed, %d skipped, %d xfail)",
+                                what, m.seconds, m.passed, m.failed, m.skipped, m.xfail))
+            for e in m.engines ?? [] {
+                lines.append(String(format: "  data checks by %@: %.1f MiB verified in %.2f s over %d cases, %.1f MiB/s",
+                                    e.engine, Double(e.bytes) / 1048576, e.seconds, e.cases, e.bytesPerSecond / 1048576))
+            }
         }
         for i in run.incidents { lines.append("incident: \(i)") }
         return lines.joined(separator: "\n") + "\n"

@@ -82,6 +82,7 @@ struct Runner {
             Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
+            let dataStart = monotonicNanos()
             if planned.kind.targetsPeer, case .success(let peer) = session.peer {
                 let (checks, summary) = PeerCheck.run(engines: session.engines.filter { $0 !== session.peerEngine }, scratch: session.scratch, scratchIOVA: session.scratchIOVA,
                                                       peer: peer, iova: iova, why: session.dmaUnavailable)
@@ -94,15 +95,22 @@ struct Runner {
                 rec.checks += checks
                 rec.properties["data"] = summary
                 if !notes.isEmpty { rec.properties["data_unchecked"] = notes.joined(separator: "; ") }
+                rec.dataEngine = "nvme"
+                let unit = UInt64(PageSize.base)
+                rec.dataBytes = summary.hasPrefix("ok") ? region.access.checkable(of: region.size) / unit * unit : 0
             } else if !session.engines.isEmpty, let scratch = session.scratch {
                 var check = DataCheck(engines: session.engines, scratch: scratch, scratchIOVA: session.scratchIOVA, seed: UInt8(truncatingIfNeeded: index &* 37 &+ 11))
                 if session.options.inject == "wrong-iova" { check.wrongIOVA = session.scratchIOVA }
                 let (checks, summary) = check.run(region: region, iova: iova, flags: planned.dmaFlags)
                 rec.checks += checks
                 rec.properties["data"] = summary
+                rec.dataEngine = session.engines[0].name
+                let pages = DataCheck.pages(size: region.access.checkable(of: region.size), page: PageSize.base).count
+                rec.dataBytes = summary.hasPrefix("ok") ? UInt64(pages * min(session.engines[0].bufferSize, PageSize.base)) : 0
             } else {
                 rec.properties["data"] = "not checkable: \(session.dmaUnavailable)"
             }
+            if rec.dataEngine != nil { rec.dataNanos = monotonicNanos() - dataStart }
             if pinnedPages > 0, let pins = session.pins, case .failure(let e) = pins.unpin(iova: iova, pages: pinnedPages) {
                 rec.checks.append(Check("unpin", false, "UNPIN: \(e.symbol)"))
             }

@@ -82,6 +82,10 @@ public struct CaseRecord: Codable, Sendable, Equatable {
     public var unmappedBytes: UInt64?
     /// Wall time of the whole case: build, map, data check, unmap, clean-up.
     public var caseNanos: UInt64?
+    /// The data check: which engine, how many bytes of the mapping it verified, how long it took.
+    public var dataEngine: String?
+    public var dataBytes: UInt64?
+    public var dataNanos: UInt64?
     public var cleanupOK: Bool
     /// Bytes the kernel charged to the process (VmLck + VmPin) between before and after map.
     public var accountedBytes: Int64?

@@ -22,6 +22,15 @@ public enum DataAccess: Sendable, Equatable {
     case none(String)
 
     public var isNone: Bool { if case .none = self { true } else { false } }
+
+    /// The bytes of a `size`-byte region a data check can reach.
+    public func checkable(of size: UInt64) -> UInt64 {
+        switch self {
+        case .readWrite, .readOnly: return size
+        case .prefixOnly(let n): return min(n, size)
+        case .none: return 0
+        }
+    }
 }
 
 /// Memory built for one case. Owners in `keep` release it (munmap, close) when dropped.
