@@ -38,14 +38,23 @@ check "anon-private fails" test "$(verdict wrong type1v2/anon-private)" = fail
 check "the reason names both outcomes" grep -q "got ok, expected EFAULT" "$(report wrong)"
 check "hole still passes" test "$(verdict wrong type1v2/hole)" = pass
 check "KTAP says not ok for it" grep -q "^not ok .* type1v2/anon-private" "$out/wrong.ktap"
-check "hygiene was checked and the run left nothing behind" jqe '(.hygiene | length) == 4 and (.hygiene | all(.passed))' "$(report wrong)"
+check "hygiene was checked and the run left nothing behind" jqe '(.hygiene | length) == 5 and (.hygiene | all(.passed))' "$(report wrong)"
+check "the session's teardown is one of the hygiene checks" jqe '.hygiene | map(.name) | index("teardown-type1v2") != null' "$(report wrong)"
 
 echo "== a data check aimed at the wrong IOVA is a mismatch, even though the map succeeded"
 vm wrongiova --kind anon-private --kind readonly-read --inject wrong-iova
 check "exit code is 1" test "$rc" -eq 1
 for id in type1v2/anon-private type1v2/readonly-read; do
     check "$id: outcome ok but verdict fail" test "$(jq -r --arg id $id '.results[] | select(.record.id == $id) | "\(.record.outcome) \(.verdict.kind)"' "$(report wrongiova)")" = "ok fail"
-    check "$id: the failed check is a data check" jqe --arg id $id '.results[] | select(.record.id == $id) | .record.checks | map(select(.passed == false) | .name | startswith("data-")) | any' "$(report wrongiova)"
+    check "$id: the failed check is an NVMe data check" jqe --arg id $id '.results[] | select(.record.id == $id) | .record.checks | map(select(.passed == false) | .name | startswith("data-nvme-")) | any' "$(report wrongiova)"
+done
+
+echo "== two PRP entries swapped in one NVMe command: the pages land crosswise and the check fails"
+vm swapprp --kind hugetlb-2M --kind anon-private --inject swap-prp
+check "exit code is 1" test "$rc" -eq 1
+for id in type1v2/hugetlb-2M type1v2/anon-private; do
+    check "$id: outcome ok but verdict fail" test "$(jq -r --arg id $id '.results[] | select(.record.id == $id) | "\(.record.outcome) \(.verdict.kind)"' "$(report swapprp)")" = "ok fail"
+    check "$id: the NVMe read check names the pages" jqe --arg id $id '.results[] | select(.record.id == $id) | .record.checks | map(select(.name == "data-nvme-read" and .passed == false) | .detail | test("pages differ")) | any' "$(report swapprp)"
 done
 
 echo "== one case killed, one hung, one faulting on a BAR: each loses only itself"

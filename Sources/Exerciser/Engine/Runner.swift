@@ -91,6 +91,7 @@ struct Runner {
             } else if let nvme = session.nvme, !region.access.isNone || session.engines.isEmpty {
                 var check = NVMeCheck(engine: nvme, seed: index &* 37 &+ 11)
                 if session.options.inject == "wrong-iova" { check.wrongIOVA = nvme.decoy.iova }
+                if session.options.inject == "swap-prp" { check.swapPRP = true }
                 let (checks, summary, notes) = check.runWithNotes(region: region, iova: iova, flags: planned.dmaFlags)
                 rec.checks += checks
                 rec.properties["data"] = summary
