@@ -103,6 +103,12 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("qemu-arg"), help: ArgumentHelp("Extra QEMU argument, as it is (repeatable).", valueName: "arg"))
     var qemuArgs: [String] = []
 
+    @Option(name: .customLong("append"), help: ArgumentHelp("Extra kernel command-line parameter (repeatable), e.g. movablecore=1G.", valueName: "param"))
+    var append: [String] = []
+
+    @Flag(help: "No NVMe controller in the VM: the edus are the only data-check engines.")
+    var noNvme = false
+
     /// The cache directory made, the harness scripts found, the guest binary checked.
     func prepare() throws -> (scripts: String, guest: String) {
         do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
@@ -129,6 +135,8 @@ struct GuestOptions: ParsableArguments {
         c.timeout = timeout
         c.kvm = kvm
         c.extraQEMU = qemuArgs
+        c.extraAppend = append
+        if noNvme { c.nvme = nil }
         return c
     }
 }
