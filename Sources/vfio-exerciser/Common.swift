@@ -10,6 +10,27 @@ enum ColorMode: String, ExpressibleByArgument, CaseIterable {
     case auto, always, never
 }
 
+/// The report formats, plus `summary`: the grid that fits the terminal, then the failures.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case summary, table, json, ktap, junit
+
+    /// The grid on a terminal; the full table into files and pipes.
+    static func defaultFor(file: String?) -> OutputFormat { file == nil && isatty(1) != 0 ? .summary : .table }
+
+    static func render(_ r: RunReport, _ f: OutputFormat, color: Bool) -> String {
+        if f == .summary { return GridSummary.render(r, width: terminalWidth(), color: color) }
+        return Reporter.render(r, format: ReportFormat(rawValue: f.rawValue)!, color: color)
+    }
+}
+
+/// $COLUMNS, else the terminal's width, else 80.
+func terminalWidth() -> Int {
+    if let c = ProcessInfo.processInfo.environment["COLUMNS"].flatMap(Int.init), c > 0 { return c }
+    var w = winsize()
+    if ioctl(1, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { return Int(w.ws_col) }
+    return 80
+}
+
 /// Options shared by `run` and `vm`: what to run and how to report it.
 struct MatrixOptions: ParsableArguments {
     @Option(name: .long, help: "Directory holding matrix.yaml and expectations.yaml.")
@@ -21,8 +42,8 @@ struct MatrixOptions: ParsableArguments {
     @Option(name: .customLong("kind"), help: "Run only this case kind (repeatable; see `list`).")
     var kinds: [CaseKind] = []
 
-    @Option(help: "Report format.")
-    var format: ReportFormat = .table
+    @Option(help: "Report format (default: summary on a terminal, table elsewhere).")
+    var format: OutputFormat?
 
     @Option(help: "Write the report here instead of standard output.")
     var output: String?
@@ -68,7 +89,7 @@ struct MatrixOptions: ParsableArguments {
     }
 
     func emit(_ report: RunReport) throws {
-        let text = Reporter.render(report, format: format, color: useColor(forFile: output != nil))
+        let text = OutputFormat.render(report, format ?? .defaultFor(file: output), color: useColor(forFile: output != nil))
         if let out = output {
             do { try text.write(toFile: out, atomically: true, encoding: .utf8) } catch {
                 throw UsageError("cannot write \(out): \(error.localizedDescription)")

@@ -88,3 +88,19 @@ struct MatrixCommand: ParsableCommand {
         if let output { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
     }
 }
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Render a saved JSON report again, in any format (summary: the grid that fits the terminal).")
+
+    @Argument(help: "A JSON report (`--format json`, or report.json of a `vm` run).") var report: String
+    @Option(help: "Output format (default: summary on a terminal, table elsewhere).") var format: OutputFormat?
+    @Option(help: "Colour.") var color: ColorMode = .auto
+
+    func run() throws {
+        let r = try loadReport(report)
+        let useColor = color == .always || (color == .auto && isatty(1) != 0)
+        let text = OutputFormat.render(r, format ?? .defaultFor(file: nil), color: useColor)
+        print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+    }
+}
