@@ -310,6 +310,7 @@ struct Fixtures {
         let pkg = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         let matrix = FileManager.default.contents(atPath: pkg + "/configs/matrix.yaml") ?? Data()
         let expectations = FileManager.default.contents(atPath: pkg + "/configs/expectations.yaml") ?? Data()
+        let skips = FileManager.default.contents(atPath: pkg + "/configs/skips.yaml") ?? Data()
         let variants: [(String, Data?, Data?)] = [
             ("good", matrix, expectations),
             ("empty", Data(), Data()),
@@ -331,6 +332,7 @@ struct Fixtures {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             if let m { FileManager.default.createFile(atPath: dir + "/matrix.yaml", contents: m) }
             if let e { FileManager.default.createFile(atPath: dir + "/expectations.yaml", contents: e) }
+            if name == "good" { FileManager.default.createFile(atPath: dir + "/skips.yaml", contents: skips) }
             if name == "fifo" { mkfifo(dir + "/matrix.yaml", 0o600) }
             if name == "dirmatrix" { try FileManager.default.createDirectory(atPath: dir + "/matrix.yaml", withIntermediateDirectories: true) }
             dirs.append(dir)
