@@ -41,3 +41,19 @@ enum HostPrecondition: String, CaseIterable {
 }
 
 struct ConfigErrorText: Error { var text: String; init(_ t: String) { text = t } }
+
+final class PreconditionTests: XCTestCase {
+    /// A misspelt name would otherwise only show once its test took the unavailable branch.
+    func testTheEnvironmentNamesKnownPreconditions() {
+        if case .failure(let e) = HostPrecondition.required() { XCTFail(e.text) }
+    }
+
+    func testParsing() throws {
+        let v = HostPrecondition.variable
+        XCTAssertEqual(try HostPrecondition.required([:]).get(), [])
+        XCTAssertEqual(try HostPrecondition.required([v: "hugetlb-2M, thp,"]).get(), [.hugetlb2M, .thp])
+        XCTAssertEqual(try HostPrecondition.required([v: "all"]).get(), Set(HostPrecondition.allCases))
+        guard case .failure(let e) = HostPrecondition.required([v: "thp,hugetlb-2m"]) else { return XCTFail("a misspelt name was accepted") }
+        XCTAssertTrue(e.text.contains("unknown precondition \"hugetlb-2m\""), e.text)
+    }
+}
