@@ -194,6 +194,9 @@ final class FuzzTests: XCTestCase {
             // 2^34 GiB = 2^64 bytes: must not wrap to 0.
             ("size overflow by unit", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 17179869184G\n".utf8),
              "size \"17179869184G\" " + notSize, nil),
+            // 2^64 + 1 GiB: a wrapping multiply would give a plausible 1G.
+            ("size overflow to 1G", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 17179869185G\n".utf8),
+             "size \"17179869185G\" " + notSize, nil),
             ("huge integer key", Array("schema: 1\ncases: []\n99999999999999999999999999999: 1\n".utf8),
              "unknown key \"99999999999999999999999999999\"", nil),
             ("tagged binary", Array("schema: !!binary AAAA\ncases: []\n".utf8),
