@@ -44,7 +44,7 @@ final class HygieneTests: XCTestCase {
 
     func testLockedMemoryIsFound() throws {
         let before = HygieneSnapshot.take()
-        // One page: within any RLIMIT_MEMLOCK (64 KiB at the least), so mlock failing is a real failure.
+        // One page: fits any default RLIMIT_MEMLOCK (64 KiB at the least).
         let m = try MappedMemory.map(length: 4096, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS)
         defer { m.unmap() }
         guard mlock(m.base, m.length) == 0 else {
