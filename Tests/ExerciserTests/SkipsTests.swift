@@ -72,6 +72,18 @@ final class SkipsTests: XCTestCase {
                        "the row is >=6.2: a 6.1 skip needs its own row")
     }
 
+    func testPhaseNarrowsARow() {
+        let row = Self.row([.iommufd], kinds: [.iovaOutOfRange], reason: "no IOVA gap")
+        var r = Self.rec(.iommufd, .iovaOutOfRange, .errno("EINVAL"))
+        let v = KernelVersion(7, 3, 4)
+        var narrowed = row
+        narrowed.phases = [.preDevice]
+        XCTAssertTrue(row.applies(r, v, release: Self.test73))
+        XCTAssertFalse(narrowed.applies(r, v, release: Self.test73), "a device-phase case is not a pre-device row's")
+        r.phase = .preDevice
+        XCTAssertTrue(narrowed.applies(r, v, release: Self.test73))
+    }
+
     func testNotStrictLeavesVerdictsAlone() {
         let skip = Self.rec(.type1v2, .hugetlb2M, .skip("no free 2M hugepages"))
         XCTAssertEqual(verdict(skip, Self.debian73, strict: false), Verdict(.skip, "no free 2M hugepages"))
@@ -107,12 +119,14 @@ final class SkipsTests: XCTestCase {
             skips:
               - backends: [iommufd]
                 kind: [anon-private, memfd]
+                phases: [device]
                 kernel: ">=6.2"
                 release: "*+deb*"
                 reason: no /dev/iommu
                 decided_by: CONFIG_IOMMUFD
             """)
-        XCTAssertEqual(s.rows, [ExpectedSkip(line: "skips.yaml:3", kinds: [.anonPrivate, .memfd], backends: [.iommufd], kernel: try KernelRange(parsing: ">=6.2"),
+        XCTAssertEqual(s.rows, [ExpectedSkip(line: "skips.yaml:3", kinds: [.anonPrivate, .memfd], backends: [.iommufd], phases: [.device],
+                                             kernel: try KernelRange(parsing: ">=6.2"),
                                              release: "*+deb*", reason: "no /dev/iommu", decidedBy: "CONFIG_IOMMUFD")])
     }
 
@@ -125,6 +139,7 @@ final class SkipsTests: XCTestCase {
             (head + "    backends: [type1]\n    except_backends: [type1v2]\n", "skips.yaml:3: give backends or except_backends, not both"),
             (head + "    kernel: \"6.2\"\n", "skips.yaml:3: kernel range \"6.2\""),
             (head + "    release: \"\"\n", "skips.yaml:3: release must not be empty"),
+            (head + "    phases: [post-device]\n", "skips.yaml:3: unknown phase \"post-device\""),
             ("schema: 1\nskips:\n  - decided_by: y\n", "skips.yaml:3: an expected skip needs \"reason\""),
             ("schema: 1\nskips:\n  - reason: x\n", "skips.yaml:3: an expected skip needs \"decided_by\""),
             ("schema: 1\nskips: {}\n", "skips.yaml:1: \"skips\" must be a list"),

@@ -8,6 +8,7 @@ public struct ExpectedSkip: Sendable, Equatable {
     public var kinds: [CaseKind]?
     public var backends: [BackendKind]?
     public var exceptBackends: [BackendKind] = []
+    public var phases: [Phase]? = nil
     public var kernel: KernelRange
     /// A glob on `uname -r` ("*+deb*-amd64"): kernels of one version built differently.
     public var release: String?
@@ -20,6 +21,7 @@ public struct ExpectedSkip: Sendable, Equatable {
         if let k = kinds, !k.map(\.rawValue).contains(r.kind) { return false }
         if let b = backends, !b.map(\.rawValue).contains(r.backend) { return false }
         if exceptBackends.map(\.rawValue).contains(r.backend) { return false }
+        if let p = phases, !p.contains(r.phase) { return false }
         if let g = release, fnmatch(g, rel, 0) != 0 { return false }
         return kernel.contains(v)
     }
@@ -53,6 +55,14 @@ public struct ExpectedSkips: Sendable, Equatable {
             let backends = try parseBackends(e.strings("backends"), loc)
             let except = try parseBackends(e.strings("except_backends"), loc) ?? []
             if backends != nil && !except.isEmpty { throw ConfigError("\(loc): give backends or except_backends, not both") }
+            var phases: [Phase]?
+            if let ps = try e.strings("phases") {
+                phases = []
+                for p in ps {
+                    guard let ph = Phase(rawValue: p) else { throw ConfigError("\(loc): unknown phase \"\(p)\" (pre-device, device)") }
+                    phases?.append(ph)
+                }
+            }
             var kernel = KernelRange.any
             if let k = try e.string("kernel") {
                 do { kernel = try KernelRange(parsing: k) } catch { throw ConfigError("\(loc): \(error.message)") }
@@ -65,8 +75,8 @@ public struct ExpectedSkips: Sendable, Equatable {
             guard let decided = try e.string("decided_by"), !decided.isEmpty else {
                 throw ConfigError("\(loc): an expected skip needs \"decided_by\" (the kernel config or function that decides it)")
             }
-            try e.finish(allowed: ["kind", "backends", "except_backends", "kernel", "release", "reason", "decided_by"])
-            rows.append(ExpectedSkip(line: loc, kinds: kinds, backends: backends, exceptBackends: except, kernel: kernel,
+            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "kernel", "release", "reason", "decided_by"])
+            rows.append(ExpectedSkip(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, kernel: kernel,
                                      release: release, reason: reason, decidedBy: decided))
         }
         try f.finish(allowed: ["schema", "skips"])
