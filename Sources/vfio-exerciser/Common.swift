@@ -33,7 +33,7 @@ func terminalWidth() -> Int {
 
 /// Options shared by `run` and `vm`: what to run and how to report it.
 struct MatrixOptions: ParsableArguments {
-    @Option(name: .long, help: "Directory holding matrix.yaml and expectations.yaml.")
+    @Option(name: .long, help: "Directory holding matrix.yaml, expectations.yaml and skips.yaml.")
     var configs: String?
 
     @Option(name: .customLong("backend"), help: "Run only this backend (repeatable).")
@@ -60,6 +60,9 @@ struct MatrixOptions: ParsableArguments {
     @Flag(help: "Run every case in the tool's own process (no per-case child; a crash ends the run).")
     var noIsolation = false
 
+    @Flag(help: "Fail any skip skips.yaml does not expect, and any case it expects to skip that ran.")
+    var strictSkips = false
+
     /// The run options a `vm` forwards to the tool inside the guest.
     var guestArguments: [String] {
         var a: [String] = []
@@ -77,7 +80,17 @@ struct MatrixOptions: ParsableArguments {
 
     func load() throws -> (dir: String, matrix: Matrix, expectations: Expectations) {
         let dir = try ConfigLocator.find(configs)
-        return (dir, try Matrix.load(dir + "/matrix.yaml"), try Expectations.load(dir + "/expectations.yaml"))
+        let loaded = (dir, try Matrix.load(dir + "/matrix.yaml"), try Expectations.load(dir + "/expectations.yaml"))
+        _ = try skips(dir)
+        return loaded
+    }
+
+    /// skips.yaml, checked whenever it is there; required and applied with --strict-skips.
+    func skips(_ dir: String) throws -> ExpectedSkips? {
+        let path = dir + "/skips.yaml"
+        guard strictSkips || FileManager.default.fileExists(atPath: path) else { return nil }
+        let s = try ExpectedSkips.load(path)
+        return strictSkips ? s : nil
     }
 
     func useColor(forFile: Bool) -> Bool {

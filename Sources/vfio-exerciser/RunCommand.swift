@@ -53,20 +53,21 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let (_, m, expectations) = try matrix.load()
+        let (dir, m, expectations) = try matrix.load()
+        let judge = Judge(expectations: expectations, strictSkips: try matrix.skips(dir))
         if bind, let entry = try Binding.bind(device, force: force) {
             Binding.armSignals(entry)
             defer {
                 Binding.disarm()
                 do { try Binding.restore(entry) } catch { FileHandle.standardError.write(Data("vfio-exerciser: warning: \(error)\n".utf8)) }
             }
-            try runMatrix(m, expectations)
+            try runMatrix(m, judge)
         } else {
-            try runMatrix(m, expectations)
+            try runMatrix(m, judge)
         }
     }
 
-    func runMatrix(_ m: Matrix, _ expectations: Expectations) throws {
+    func runMatrix(_ m: Matrix, _ judge: Judge) throws {
         var opts = RunOptions(device: device)
         opts.fsDir = dirs.fsDir
         opts.tmpfsDir = dirs.tmpfsDir
@@ -85,15 +86,13 @@ struct Run: ParsableCommand {
         let header = RunHeader(tool: toolVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
         let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
         writer?.emit(.header(header))
-        let judge = Judge(expectations: expectations)
-        let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
         var records: [CaseRecord] = []
         let before = HygieneSnapshot.take()
         let start = Date()
         try engine.run(plan) { rec in
             records.append(rec)
             writer?.emit(.record(rec))
-            let v = expectations.judge(rec, kernel: kernel)
+            let v = judge.verdict(rec, release: header.kernelRelease)
             progress("[\(records.count)/\(plan.count)] \(rec.id): \(rec.outcome) \(v.kind.rawValue.uppercased())")
             injectFault(after: records.count)
         }

@@ -48,6 +48,7 @@ struct VM: ParsableCommand {
             let name = k.replacingOccurrences(of: ":", with: "-")
             var c = guest.config(kernel: k, outDir: absolutePath(out) + "/" + name, configsDir: dir, timeout: timeout, prepared: prepared)
             c.guestArgs = guestArgs
+            c.strictSkips = matrix.strictSkips
             if let script = guestScript {
                 let r = try VMHarness(config: c, progress: progress).runScript(absolutePath(script))
                 progressDone()

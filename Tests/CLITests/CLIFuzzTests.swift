@@ -5,18 +5,16 @@ import FuzzSupport
 @testable import Exerciser
 @testable import vfio_exerciser
 
-/// Hostile command lines: ≥ 10,000 generated argv vectors (fixed seed) over the real subcommands and
+/// Hostile command lines: generated argv vectors (fixed seed) over the real subcommands and
 /// options, parsed in process with the root command and mapped to an exit the way `main` does. Each
 /// bad one must end in exit 2 with one stderr line; help requests in exit 0. Nothing that parses is
 /// executed (vm boots QEMU, bind writes sysfs, exec-script execs a shell) — except `run`, as far as
-/// loading the configs and opening the (nonexistent) device. Known-bad ones also go through the
-/// built binary.
+/// loading the configs and opening the (nonexistent) device, and `help`. Known-bad ones also go
+/// through the built binary. 300 lines by default (seconds), 10,000 with VFIO_EXERCISER_FUZZ=deep.
 ///
 /// Reproduce one input: FUZZ_INDEX=<n> swift test --disable-swift-testing --filter CLIFuzzTests
 final class CLIFuzzTests: XCTestCase {
     static let seed: UInt64 = 0xC11F_0022_2026_0002
-    static let count = 10_000
-    static let spawned = 300
 
     enum Verdict: Equatable {
         /// Parsed and not executed (would boot a VM, bind a device, …).
@@ -46,8 +44,13 @@ final class CLIFuzzTests: XCTestCase {
                 return (.accepted("root"), nil, true)
             default:
                 let name = type(of: command)._commandName
-                // `help X` and --help parse into the parser's own help command, which prints and exits 0.
-                if name == "help" { return (.help, Termination(code: 0, stdout: Root.helpMessage() + "\n"), true) }
+                // `help X` parses into the parser's own help command: run it, as main does (it throws
+                // the help request that ends in exit 0).
+                if name == "help" {
+                    var help = command
+                    try help.run()
+                    return (.accepted("help returned without a help screen"), nil, true)
+                }
                 return (.accepted(name), nil, true)
             }
         } catch {
@@ -89,8 +92,11 @@ final class CLIFuzzTests: XCTestCase {
                        "the parser's own description lacks subcommands: \(grammar.commands.map(\.name))")
         let fixtures = try Fixtures.make()
         addTeardownBlock { fixtures.remove() }
-        var indices = Array(0..<Self.count)
-        if let one = ProcessInfo.processInfo.environment["FUZZ_INDEX"].flatMap(Int.init) { indices = [one] }
+        let depth = try FuzzDepth.current()
+        var indices = Array(0..<depth.count(quick: 300, deep: 10_000))
+        let spawned = depth.count(quick: 30, deep: 300)
+        let single = ProcessInfo.processInfo.environment["FUZZ_INDEX"].flatMap(Int.init)
+        if let one = single { indices = [one] }
         var accepted: [String: Int] = [:], help = 0, rejected = 0, failures = 0
         var slowest = (seconds: 0.0, index: -1)
         var knownBad: [(index: Int, argv: [String], termination: Termination)] = []
@@ -119,6 +125,7 @@ final class CLIFuzzTests: XCTestCase {
             case .accepted(let what):
                 accepted[what, default: 0] += 1
                 if what.hasPrefix("run:") { why = (why ?? "") + " the Engine accepted a nonexistent device" }
+                if what.hasPrefix("help ") { why = (why ?? "") + " " + what }
             case .help:
                 help += 1
             case .rejected(let t):
@@ -136,23 +143,24 @@ final class CLIFuzzTests: XCTestCase {
         }
         let acceptedTotal = accepted.values.reduce(0, +)
         print("""
-            argv fuzz: \(indices.count) command lines (seed \(String(Self.seed, radix: 16))) in \(String(format: "%.1f", elapsed)) s on \(workers) threads: \
+            argv fuzz (\(depth.rawValue)): \(indices.count) command lines (seed \(String(Self.seed, radix: 16))) in \(String(format: "%.1f", elapsed)) s on \(workers) threads: \
             \(rejected) rejected (exit 2), \(help) help (exit 0), \(acceptedTotal) parsed and not executed \
             (\(accepted.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); \
             slowest \(String(format: "%.1f", slowest.seconds * 1000)) ms (#\(slowest.index)); \(failures) bad
             """)
         for s in samples { print("  e.g. \(s)") }
-        if indices.count == Self.count {
-            XCTAssertGreaterThanOrEqual(indices.count, 10_000)
+        if single == nil {
+            // A generator that only produced garbage (or only help) would prove little.
             XCTAssertGreaterThan(acceptedTotal, indices.count / 50, "too few command lines parse: the generator is too coarse")
             XCTAssertGreaterThan(rejected, indices.count / 2)
+            XCTAssertGreaterThan(help, 0, "no generated line asked for help")
         }
 
         // The built binary on a spread of the known-bad ones: the same line, exit 2, nothing on stdout.
         guard let exe = builtBinary() else { return XCTFail("no built vfio-exerciser binary next to the tests (swift build first)") }
-        let stride = max(1, knownBad.count / Self.spawned)
-        let chosen = Swift.stride(from: 0, to: knownBad.count, by: stride).prefix(Self.spawned).map { knownBad[$0] }
-        XCTAssertEqual(chosen.count, Self.spawned)
+        let stride = max(1, knownBad.count / spawned)
+        let chosen = Swift.stride(from: 0, to: knownBad.count, by: stride).prefix(spawned).map { knownBad[$0] }
+        if single == nil { XCTAssertEqual(chosen.count, spawned) }
         let t1 = Date()
         let results = spawnAll(chosen.map { (exe, $0.argv) }, timeout: 10)
         var slowestSpawn = 0.0
@@ -170,13 +178,39 @@ final class CLIFuzzTests: XCTestCase {
         print("argv through the binary: \(chosen.count) known-bad runs in \(String(format: "%.1f", Date().timeIntervalSince(t1))) s, slowest \(String(format: "%.2f", slowestSpawn)) s")
     }
 
+    /// Help requests, each through the built binary (main's real exit-0 path) and in process:
+    /// exit 0, nothing on stderr, and the help screen of the command asked about.
+    func testHelpThroughTheBinary() throws {
+        guard let exe = builtBinary() else { return XCTFail("no built vfio-exerciser binary next to the tests (swift build first)") }
+        let columns = 100
+        let cases: [([String], ParsableCommand.Type)] = [
+            ([], Root.self), (["--help"], Root.self), (["-h"], Root.self),
+            (["help", "run"], Run.self), (["run", "-h"], Run.self), (["run", "--help"], Run.self),
+            (["run", "--device", "0000:99:99.9", "--help"], Run.self),
+            (["help", "vm"], VM.self), (["vm", "-h"], VM.self), (["list", "--help"], List.self),
+        ]
+        let results = spawnAll(cases.map { (exe, $0.0) }, timeout: 10, environment: ["COLUMNS": "\(columns)"])
+        for ((argv, command), r) in zip(cases, results) {
+            let want = Root.helpMessage(for: command, columns: columns).trimmingCharacters(in: .newlines)
+            XCTAssertTrue(want.contains("USAGE: vfio-exerciser"), "\(command): \(want)")
+            let out = String(decoding: r.stdout, as: UTF8.self)
+            XCTAssertEqual(r.status, 0, "\(argv): exit \(r.status) signal \(r.signal)")
+            XCTAssertEqual(r.stderr, [], "\(argv): stderr \(String(decoding: r.stderr, as: UTF8.self).debugDescription)")
+            XCTAssertEqual(out.trimmingCharacters(in: .newlines), want, "\(argv): not the help of \(command._commandName)")
+            XCTAssertTrue(out.hasSuffix("\n"), "\(argv): help does not end in a newline")
+            // In process, the same path main takes.
+            let (verdict, t, _) = Self.evaluate(argv)
+            XCTAssertEqual(verdict, .help, "\(argv)")
+            XCTAssertEqual(t?.code, 0, "\(argv)")
+            XCTAssertEqual(t?.stderr, "", "\(argv)")
+            XCTAssertTrue(t?.stdout.contains("USAGE: vfio-exerciser" + (command == Root.self ? " <subcommand>" : " " + command._commandName)) == true,
+                          "\(argv): \(t?.stdout.prefix(200) ?? "nil")")
+        }
+    }
+
     /// Hand-picked lines, each with the exit it must give.
     func testNamedCommandLines() throws {
         let cases: [([String], Int32, String?)] = [
-            ([], 0, nil),
-            (["--help"], 0, nil),
-            (["help", "run"], 0, nil),
-            (["run", "-h"], 0, nil),
             (["run"], 2, "Missing expected argument '--device"),
             (["nope"], 2, "Unexpected argument 'nope'"),
             (["run", "--device", "0000:99:99.9", "--case-timeout", "nan"], 2, "--case-timeout nan is not a number of seconds"),
@@ -276,6 +310,7 @@ struct Fixtures {
         let pkg = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         let matrix = FileManager.default.contents(atPath: pkg + "/configs/matrix.yaml") ?? Data()
         let expectations = FileManager.default.contents(atPath: pkg + "/configs/expectations.yaml") ?? Data()
+        let skips = FileManager.default.contents(atPath: pkg + "/configs/skips.yaml") ?? Data()
         let variants: [(String, Data?, Data?)] = [
             ("good", matrix, expectations),
             ("empty", Data(), Data()),
@@ -297,6 +332,7 @@ struct Fixtures {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             if let m { FileManager.default.createFile(atPath: dir + "/matrix.yaml", contents: m) }
             if let e { FileManager.default.createFile(atPath: dir + "/expectations.yaml", contents: e) }
+            if name == "good" { FileManager.default.createFile(atPath: dir + "/skips.yaml", contents: skips) }
             if name == "fifo" { mkfifo(dir + "/matrix.yaml", 0o600) }
             if name == "dirmatrix" { try FileManager.default.createDirectory(atPath: dir + "/matrix.yaml", withIntermediateDirectories: true) }
             dirs.append(dir)

@@ -4,14 +4,16 @@ import Yams
 import FuzzSupport
 @testable import Exerciser
 
-/// Hostile configs: ≥ 10,000 mutations of the real configs/matrix.yaml and configs/expectations.yaml
-/// (fixed seed) must each be accepted or end in one ConfigError line naming the file — never a trap,
-/// never more than a second. A few of the rejected ones also go through the built binary.
+/// Hostile configs: mutations of the real configs/matrix.yaml and configs/expectations.yaml (fixed
+/// seed; 1,000 by default, 12,000 with VFIO_EXERCISER_FUZZ=deep) must each be accepted or end in
+/// one ConfigError line naming the file — never a trap, never a hang. A few of the rejected ones
+/// also go through the built binary.
 ///
 /// Reproduce one input: FUZZ_INDEX=<n> swift test --disable-swift-testing --filter FuzzTests
 /// (the input is also written to $TMPDIR/vfio-exerciser-fuzz-failures/ when it fails).
 final class FuzzTests: XCTestCase {
     static let seed: UInt64 = 0x5EED_F1F0_2026_0001
+    /// Inputs generated (the binary test draws from the same range).
     static let count = 12_000
     /// Long enough that only a hang (not a loaded CI machine) trips it: speed is not measured here.
     static let perInputLimit = 10.0
@@ -99,8 +101,10 @@ final class FuzzTests: XCTestCase {
         XCTAssertFalse(Self.realMatrix.isEmpty, "configs/matrix.yaml not found")
         XCTAssertFalse(Self.realExpectations.isEmpty, "configs/expectations.yaml not found")
         let dir = try tempDir()
-        var indices = Array(0..<Self.count)
-        if let one = ProcessInfo.processInfo.environment["FUZZ_INDEX"].flatMap(Int.init) { indices = [one] }
+        let depth = try FuzzDepth.current()
+        var indices = Array(0..<depth.count(quick: 1_000, deep: Self.count))
+        let single = ProcessInfo.processInfo.environment["FUZZ_INDEX"].flatMap(Int.init)
+        if let one = single { indices = [one] }
         let workers = fuzzWorkers()
         for w in 0..<workers { try FileManager.default.createDirectory(atPath: dir + "/w\(w)", withIntermediateDirectories: true) }
         let watchdog = Watchdog(limit: 20, slots: workers) { FuzzTests.save($0, "hang.input") }
@@ -142,77 +146,107 @@ final class FuzzTests: XCTestCase {
         }
         let total = indices.count
         print("""
-            config fuzz: \(total) inputs (seed \(String(Self.seed, radix: 16))) in \(String(format: "%.1f", elapsed)) s on \(workers) threads: \
+            config fuzz (\(depth.rawValue)): \(total) inputs (seed \(String(Self.seed, radix: 16))) in \(String(format: "%.1f", elapsed)) s on \(workers) threads: \
             matrix \(accepted[0]) accepted / \(rejected[0]) rejected, expectations \(accepted[1]) accepted / \(rejected[1]) rejected; \
             slowest \(String(format: "%.1f", slowest.seconds * 1000)) ms (#\(slowest.index)); \(failures) bad
             """)
         for s in samples { print("  e.g. \(s)") }
-        if indices.count == Self.count {
-            XCTAssertGreaterThanOrEqual(total, 10_000)
+        if single == nil {
             // A generator that only produces garbage would prove little.
             XCTAssertGreaterThan(accepted[0] + accepted[1], total / 50, "too few inputs accepted: the mutations are too coarse")
             XCTAssertGreaterThan(rejected[0] + rejected[1], total / 2)
         }
     }
 
-    /// Inputs that once broke or could break the loader, by name.
+    /// Inputs that once broke or could break the loader, by name. Those with a message must be
+    /// rejected with it, whichever file they are read as (nil: "—" for that file, any one line).
     func testNamedHostileConfigs() throws {
         let dir = try tempDir()
-        var named: [(String, [UInt8])] = [
-            ("empty", []),
-            ("whitespace", Array("  \n\n\t\n".utf8)),
-            ("comment only", Array("# nothing\n".utf8)),
-            ("null document", Array("~\n".utf8)),
-            ("BOM only", [0xEF, 0xBB, 0xBF]),
-            ("NUL", [0]),
-            ("NUL in value", Array("schema: 1\ncases:\n  - kind: anon".utf8) + [0] + Array("-private\n".utf8)),
-            ("invalid UTF-8", Array("schema: 1\ncases:\n  - kind: ".utf8) + [0xC3, 0x28, 0xFF, 0xFE] + Array("\n".utf8)),
-            ("lone surrogate", Array("schema: 1\n".utf8) + [0xED, 0xA0, 0x80]),
-            ("UTF-16", [0xFF, 0xFE] + Array("schema: 1\n".utf8).flatMap { [$0, 0] }),
-            ("tab indentation", Array("schema: 1\ncases:\n\t- kind: anon-private\n".utf8)),
-            ("escaped newline in a value", Array("schema: 1\ncases:\n  - kind: \"anon\\nprivate\\u2028\\e[31m\"\n".utf8)),
-            ("newline in a key", Array("schema: 1\ncases: []\n\"a\\nb\": 1\n".utf8)),
-            ("truncated", Array(Self.realExpectations.prefix(Self.realExpectations.count / 2))),
-            ("two documents", Self.realMatrix + Array("\n---\n".utf8) + Self.realMatrix),
-            ("undefined alias", Array("schema: 1\ncases: *nope\n".utf8)),
-            ("recursive alias", Array("schema: 1\ncases: &a [*a]\n".utf8)),
-            ("merge key bomb", Array("a: &a {x: 1}\nb: &b {<<: [*a, *a, *a]}\nschema: 1\ncases: []\n".utf8)),
-            ("huge size", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 99999999999999999999999G\n".utf8)),
-            ("size 1Q", Array("schema: 1\ncases:\n  - kind: hugetlb-1G\n    size: 1Q\n".utf8)),
-            ("negative size", Array("schema: 1\ncases:\n  - kind: hugetlb-1G\n    size: -1G\n".utf8)),
-            ("size overflow by unit", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 17179869184G\n".utf8)),
-            ("huge integer key", Array("schema: 1\ncases: []\n99999999999999999999999999999: 1\n".utf8)),
-            ("tagged binary", Array("schema: !!binary AAAA\ncases: []\n".utf8)),
-            ("python tag", Array("schema: !!python/object:os.system [ls]\ncases: []\n".utf8)),
-            ("complex key", Array("schema: 1\n? [a, b]\n: c\ncases: []\n".utf8)),
-            ("long line", Array("schema: 1\ncases: []\n# ".utf8) + Array(repeating: 0x41, count: 900_000)),
-            ("over 1 MiB", Array(repeating: 0x20, count: (1 << 20) + 1)),
-            ("many documents", Array(String(repeating: "---\n", count: 50_000).utf8)),
-            ("many cases", Array(("schema: 1\ncases:\n" + String(repeating: "  - kind: anon-private\n", count: 20_000)).utf8)),
+        let notSize = "is not a size (e.g. 64K, 2M, 1G)"
+        let tooMany = "more than \(yamlMaxNodes) nodes once aliases are expanded"
+        let tooDeep = "nested deeper than \(yamlMaxDepth) levels"
+        // (name, bytes, message as the matrix, message as the expectations)
+        var named: [(String, [UInt8], String?, String?)] = [
+            ("empty", [], "empty document", "empty document"),
+            ("whitespace", Array("  \n\n\t\n".utf8), nil, nil),
+            ("comment only", Array("# nothing\n".utf8), "empty document", "empty document"),
+            ("null document", Array("~\n".utf8), "the matrix must be a mapping", "the expectations must be a mapping"),
+            ("BOM only", [0xEF, 0xBB, 0xBF], "empty document", "empty document"),
+            ("NUL", [0], nil, nil),
+            ("NUL in value", Array("schema: 1\ncases:\n  - kind: anon".utf8) + [0] + Array("-private\n".utf8), nil, nil),
+            ("invalid UTF-8", Array("schema: 1\ncases:\n  - kind: ".utf8) + [0xC3, 0x28, 0xFF, 0xFE] + Array("\n".utf8),
+             "not UTF-8 text (invalid byte at offset 27)", "not UTF-8 text (invalid byte at offset 27)"),
+            ("lone surrogate", Array("schema: 1\n".utf8) + [0xED, 0xA0, 0x80], "not UTF-8 text", "not UTF-8 text"),
+            ("UTF-16", [0xFF, 0xFE] + Array("schema: 1\n".utf8).flatMap { [$0, 0] }, "not UTF-8 text", "not UTF-8 text"),
+            ("tab indentation", Array("schema: 1\ncases:\n\t- kind: anon-private\n".utf8), "not valid YAML", "not valid YAML"),
+            ("escaped newline in a value", Array("schema: 1\ncases:\n  - kind: \"anon\\nprivate\\u2028\\e[31m\"\n".utf8),
+             "unknown region kind \"anon\\nprivate\\u{2028}\\u{1B}[31m\"", nil),
+            ("newline in a key", Array("schema: 1\ncases: []\n\"a\\nb\": 1\n".utf8), "unknown key \"a\\nb\"", nil),
+            ("truncated", Array(Self.realExpectations.prefix(Self.realExpectations.count / 2)), nil, nil),
+            ("two documents", Self.realMatrix + Array("\n---\n".utf8) + Self.realMatrix, nil, nil),
+            ("undefined alias", Array("schema: 1\ncases: *nope\n".utf8), "not valid YAML", "not valid YAML"),
+            ("recursive alias", Array("schema: 1\ncases: &a [*a]\n".utf8), nil, nil),
+            ("merge key bomb", Array("a: &a {x: 1}\nb: &b {<<: [*a, *a, *a]}\nschema: 1\ncases: []\n".utf8), nil, nil),
+            ("huge size", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 99999999999999999999999G\n".utf8),
+             "size \"99999999999999999999999G\" " + notSize, nil),
+            ("size 1Q", Array("schema: 1\ncases:\n  - kind: hugetlb-1G\n    size: 1Q\n".utf8), "size \"1Q\" " + notSize, nil),
+            ("negative size", Array("schema: 1\ncases:\n  - kind: hugetlb-1G\n    size: -1G\n".utf8), "size \"-1G\" " + notSize, nil),
+            // 2^34 GiB = 2^64 bytes: must not wrap to 0.
+            ("size overflow by unit", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 17179869184G\n".utf8),
+             "size \"17179869184G\" " + notSize, nil),
+            // 2^64 + 1 GiB: a wrapping multiply would give a plausible 1G.
+            ("size overflow to 1G", Array("schema: 1\ncases:\n  - kind: anon-private\n    size: 17179869185G\n".utf8),
+             "size \"17179869185G\" " + notSize, nil),
+            ("huge integer key", Array("schema: 1\ncases: []\n99999999999999999999999999999: 1\n".utf8),
+             "unknown key \"99999999999999999999999999999\"", nil),
+            ("tagged binary", Array("schema: !!binary AAAA\ncases: []\n".utf8),
+             "YAML tag !!binary is not allowed in a config", "YAML tag !!binary is not allowed in a config"),
+            ("python tag", Array("schema: !!python/object:os.system [ls]\ncases: []\n".utf8),
+             ":1: YAML tag !!python/object:os.system is not allowed in a config", ":1: YAML tag !!python/object:os.system is not allowed in a config"),
+            ("complex key", Array("schema: 1\n? [a, b]\n: c\ncases: []\n".utf8), "keys must be strings", nil),
+            ("long line", Array("schema: 1\ncases: []\n# ".utf8) + Array(repeating: 0x41, count: 900_000), nil, nil),
+            ("over 1 MiB", Array(repeating: 0x20, count: (1 << 20) + 1), "1048577 bytes is too large for a config (limit 1048576)",
+             "1048577 bytes is too large for a config (limit 1048576)"),
+            ("many documents", Array(String(repeating: "---\n", count: 50_000).utf8), nil, nil),
+            ("many cases", Array(("schema: 1\ncases:\n" + String(repeating: "  - kind: anon-private\n", count: 20_000)).utf8), nil, nil),
         ]
-        named.append(("billion laughs", Array(Self.billionLaughs(levels: 10, under: "cases").utf8)))
-        named.append(("billion laughs in kind", Array(("schema: 1\nexpectations:\n  - kind: " + Self.billionLaughs(levels: 9, under: nil)).utf8)))
+        named.append(("billion laughs", Array(Self.billionLaughs(levels: 10, under: "cases").utf8), tooMany, tooMany))
+        named.append(("billion laughs in kind", Array(("schema: 1\nexpectations:\n  - kind: " + Self.billionLaughs(levels: 9, under: nil)).utf8),
+                      tooMany, tooMany))
         for depth in [65, 1_000, 100_000, 500_000] {
-            named.append(("flow nesting \(depth)", Array(("schema: 1\ncases: " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8)))
-            named.append(("unclosed flow nesting \(depth)", Array(("schema: 1\ncases: " + String(repeating: "{a: ", count: depth)).utf8)))
-            named.append(("block nesting \(depth)", Array(("schema: 1\ncases:\n  " + String(repeating: "- ", count: depth) + "x\n").utf8)))
+            named.append(("flow nesting \(depth)", Array(("schema: 1\ncases: " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8),
+                          tooDeep, tooDeep))
+            let unclosed = depth * 4 + 17 > yamlMaxBytes ? "bytes is too large for a config" : tooDeep
+            named.append(("unclosed flow nesting \(depth)", Array(("schema: 1\ncases: " + String(repeating: "{a: ", count: depth)).utf8), unclosed, unclosed))
+            named.append(("block nesting \(depth)", Array(("schema: 1\ncases:\n  " + String(repeating: "- ", count: depth) + "x\n").utf8), tooDeep, tooDeep))
         }
         var failures: [String] = []
-        for (name, bytes) in named {
-            for asMatrix in [true, false] {
+        for (name, bytes, asMatrix_, asExpectations) in named {
+            for (asMatrix, must) in [(true, asMatrix_), (false, asExpectations)] {
                 let path = dir + (asMatrix ? "/matrix.yaml" : "/expectations.yaml")
                 let (error, seconds) = Self.parse(bytes, matrix: asMatrix, path: path)
-                if seconds > Self.perInputLimit { failures.append("\(name): took \(seconds) s") }
-                if let error, let p = Self.problem(with: error.message, path: path) { failures.append("\(name): \(p): \(error.message.debugDescription)") }
+                let label = "\(name) as \(asMatrix ? "matrix" : "expectations")"
+                if seconds > Self.perInputLimit { failures.append("\(label): took \(seconds) s") }
+                if let error, let p = Self.problem(with: error.message, path: path) { failures.append("\(label): \(p): \(error.message.debugDescription)") }
+                guard let must else { continue }
+                if let error {
+                    if !error.message.hasPrefix(path) || !error.message.contains(must) {
+                        failures.append("\(label): \(error.message.debugDescription) is not \"\(path)…\(must)…\"")
+                    }
+                } else {
+                    failures.append("\(label): accepted; it must be rejected with \"\(must)\"")
+                }
             }
         }
         // Not a regular file: a FIFO would block a plain read forever, a directory cannot be read.
         let fifo = dir + "/fifo.yaml"
         XCTAssertEqual(mkfifo(fifo, 0o600), 0)
-        for path in [fifo, dir, dir + "/missing.yaml", "/dev/zero", "/proc/self/mem"] {
+        for (path, must) in [(fifo, "not a regular file"), (dir, "not a regular file"), (dir + "/missing.yaml", "cannot read (No such file or directory)"),
+                             ("/dev/zero", "not a regular file"), ("/proc/self/mem", "cannot read")] {
             let t0 = Date()
             do throws(ConfigError) { _ = try Matrix.load(path); failures.append("\(path): accepted") } catch {
                 if let p = Self.problem(with: error.message, path: path) { failures.append("\(path): \(p)") }
+                if !error.message.contains(must) { failures.append("\(path): \(error.message.debugDescription) does not say \"\(must)\"") }
             }
             if Date().timeIntervalSince(t0) > Self.perInputLimit { failures.append("\(path): too slow") }
         }

@@ -324,6 +324,7 @@ final class RegionHostTests: XCTestCase {
             XCTAssertEqual(leftovers, [], "fs-file left its file in \(dir)")
             releaseAndCheck(r, "fs-file")
         } else {
+            HostPrecondition.fsFile.missing("none of \(Self.ctxFsCandidates) is on ext2/3/4")
             XCTAssertThrowsError(try build(.fsFile, size: size)) { e in
                 let reason = (e as? RegionUnavailable)?.reason ?? "not a RegionUnavailable: \(e)"
                 XCTAssertTrue(reason.contains("ext2"), reason)
@@ -476,6 +477,7 @@ final class RegionHostTests: XCTestCase {
             XCTAssertEqual(r.properties["kernel_page_size"], "\(pageKB) kB")
             releaseAndCheck(r, kind.rawValue)
         } catch let e as RegionUnavailable {
+            (pageKB >= (1 << 20) ? HostPrecondition.hugetlb1G : .hugetlb2M).missing("\(kind.rawValue): \(e.reason)")
             XCTAssertLessThan(free ?? 0, 1, "\(kind.rawValue) unavailable although \(free ?? 0) \(name) pages are free: \(e.reason)")
             XCTAssertTrue(e.reason.contains("hugepage"), "reason must name the missing hugepages: \(e.reason)")
             XCTAssertTrue(e.reason.contains("\(pageKB / 1024)M") || e.reason.contains(name),
@@ -494,6 +496,7 @@ final class RegionHostTests: XCTestCase {
         let size: UInt64 = 2 << 20
         let mode = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? ""
         if mode.isEmpty || mode.contains("[never]") {
+            HostPrecondition.thp.missing("transparent_hugepage/enabled is \(mode.isEmpty ? "absent" : mode)")
             XCTAssertThrowsError(try build(.thp, size: size)) { e in
                 let reason = (e as? RegionUnavailable)?.reason ?? "not a RegionUnavailable: \(e)"
                 XCTAssertTrue(reason.contains("transparent"), reason)
@@ -525,6 +528,7 @@ final class RegionHostTests: XCTestCase {
             assertMapped(r.vaddr, r.vaddr + size, perms: "rw-s", "memfd-secret")
             releaseAndCheck(r, "memfd-secret")
         } catch let e as RegionUnavailable {
+            HostPrecondition.memfdSecret.missing(e.reason)
             XCTAssertTrue(e.reason.contains("memfd_secret"), e.reason)
         }
     }

@@ -115,7 +115,7 @@ public func builtBinary() -> String? {
 
 /// Runs each (executable, arguments) with stdin from /dev/null and stdout/stderr captured, a few at
 /// a time, killing any still running after `timeout` seconds.
-public func spawnAll(_ jobs: [(String, [String])], timeout: Double, parallel: Int = 4) -> [Spawned] {
+public func spawnAll(_ jobs: [(String, [String])], timeout: Double, parallel: Int = 4, environment: [String: String] = [:]) -> [Spawned] {
     final class Shared: @unchecked Sendable {
         let lock = NSLock()
         var next = 0
@@ -127,14 +127,14 @@ public func spawnAll(_ jobs: [(String, [String])], timeout: Double, parallel: In
         while true {
             let i: Int = shared.lock.withLock { defer { shared.next += 1 }; return shared.next }
             if i >= jobs.count { return }
-            let r = spawn(jobs[i].0, jobs[i].1, timeout: timeout)
+            let r = spawn(jobs[i].0, jobs[i].1, timeout: timeout, environment: environment)
             shared.lock.withLock { shared.results[i] = r }
         }
     }
     return shared.results
 }
 
-public func spawn(_ exe: String, _ args: [String], timeout: Double) -> Spawned {
+public func spawn(_ exe: String, _ args: [String], timeout: Double, environment: [String: String] = [:]) -> Spawned {
     var r = Spawned()
     let dir = NSTemporaryDirectory()
     let tag = "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
@@ -150,6 +150,7 @@ public func spawn(_ exe: String, _ args: [String], timeout: Double) -> Spawned {
     defer { for p in argv { free(p) } }
     var env = ProcessInfo.processInfo.environment
     env["VFIO_EXERCISER_CONFIGS"] = nil
+    env.merge(environment) { $1 }
     let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { for p in envp { free(p) } }
     var pid: pid_t = 0
@@ -176,3 +177,26 @@ public func spawn(_ exe: String, _ args: [String], timeout: Double) -> Spawned {
 
 /// The package's root directory (this file is Tests/FuzzSupport/FuzzSupport.swift).
 public let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// How deep the fuzz suites go: a fixed, seeded set by default (seconds), every generated input
+/// with VFIO_EXERCISER_FUZZ=deep (minutes). Anything else is an error, not a silent default.
+public enum FuzzDepth: String {
+    case quick, deep
+
+    public static let variable = "VFIO_EXERCISER_FUZZ"
+
+    public static func current() throws -> FuzzDepth {
+        guard let v = ProcessInfo.processInfo.environment[variable], !v.isEmpty else { return .quick }
+        guard let d = FuzzDepth(rawValue: v) else {
+            throw FuzzDepthError(description: "\(variable)=\(v.debugDescription): expected \"quick\" or \"deep\"")
+        }
+        return d
+    }
+
+    /// `quick` inputs or `deep` inputs.
+    public func count(quick: Int, deep: Int) -> Int { self == .deep ? deep : quick }
+}
+
+public struct FuzzDepthError: Error, CustomStringConvertible {
+    public var description: String
+}

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Tests of the VM harness itself, against a real guest (debian:6.1): a wrong expectation, a
-# hung guest and a panicking guest must each give a failing verdict while every case that
-# finished before is still reported. Needs a release build (scripts/setup.sh).
+# Tests of the VM harness itself, against a real guest (debian:6.1): a wrong expectation, an
+# unexpected skip, a hung guest and a panicking guest must each give a failing verdict while every
+# case that finished before is still reported. Needs a release build (scripts/setup.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=.build/release/vfio-exerciser
@@ -40,6 +40,17 @@ check "hole still passes" test "$(verdict wrong type1v2/hole)" = pass
 check "KTAP says not ok for it" grep -q "^not ok .* type1v2/anon-private" "$out/wrong.ktap"
 check "hygiene was checked and the run left nothing behind" jqe '(.hygiene | length) == 5 and (.hygiene | all(.passed))' "$(report wrong)"
 check "the session's teardown is one of the hygiene checks" jqe '.hygiene | map(.name) | index("teardown-type1v2") != null' "$(report wrong)"
+
+echo "== strict skips: a skip configs/skips.yaml does not expect fails, naming the case and its reason"
+cfg=$out/configs-noskips
+mkdir -p "$cfg"
+cp configs/matrix.yaml configs/expectations.yaml "$cfg/"
+printf 'schema: 1\nskips: []\n' >"$cfg/skips.yaml"
+vm strict --configs "$cfg" --backend iommufd --kind anon-private --strict-skips
+check "exit code is 1" test "$rc" -eq 1
+check "the unexpected skip fails" test "$(verdict strict iommufd/anon-private)" = fail
+check "its reason names the case and why it skipped" grep -q "unexpected skip of iommufd/anon-private: no /dev/iommu" "$(report strict)"
+check "type1v2 still passes" test "$(verdict strict type1v2/anon-private)" = pass
 
 echo "== a data check aimed at the wrong IOVA is a mismatch, even though the map succeeded"
 vm wrongiova --kind anon-private --kind readonly-read --inject wrong-iova

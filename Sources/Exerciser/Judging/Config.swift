@@ -166,7 +166,8 @@ func describeYAMLError(_ e: YamlError, _ path: String) -> String {
 }
 
 /// Walks libyaml's events (iterative, linear) before Yams composes the tree: nesting deeper than
-/// `yamlMaxDepth` or more than `yamlMaxNodes` nodes once aliases are expanded is refused.
+/// `yamlMaxDepth`, more than `yamlMaxNodes` nodes once aliases are expanded, or an explicit tag
+/// outside YAML's core schema (`!!python/object:…`: a config is plain data) is refused.
 /// Syntax errors are left to `Yams.compose`, which names them.
 func checkYAMLShape(_ text: String, _ path: String) throws(ConfigError) {
     var bytes = Array(text.utf8)
@@ -177,6 +178,12 @@ func checkYAMLShape(_ text: String, _ path: String) throws(ConfigError) {
         yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
         yaml_parser_set_input_string(&parser, buf.baseAddress, buf.count)
         func name(_ p: UnsafeMutablePointer<yaml_char_t>?) -> String? { p.map { String(cString: $0) } }
+        func badTag(_ p: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+            guard let t = name(p), t != "!" else { return nil }
+            let core = "tag:yaml.org,2002:"
+            if t.hasPrefix(core), ["str", "int", "bool", "null", "float", "seq", "map"].contains(t.dropFirst(core.count)) { return nil }
+            return t.hasPrefix(core) ? "!!" + t.dropFirst(core.count) : t
+        }
         var nodes = 0
         var open: [(anchor: String?, first: Int)] = []
         var sizes: [String: Int] = [:]
@@ -185,6 +192,13 @@ func checkYAMLShape(_ text: String, _ path: String) throws(ConfigError) {
             guard yaml_parser_parse(&parser, &event) == 1 else { return nil }
             defer { yaml_event_delete(&event) }
             let line = event.start_mark.line + 1
+            let tag: String? = switch event.type {
+            case YAML_SCALAR_EVENT: badTag(event.data.scalar.tag)
+            case YAML_SEQUENCE_START_EVENT: badTag(event.data.sequence_start.tag)
+            case YAML_MAPPING_START_EVENT: badTag(event.data.mapping_start.tag)
+            default: nil
+            }
+            if let tag { return "\(path):\(line): YAML tag \(tag) is not allowed in a config" }
             switch event.type {
             case YAML_STREAM_END_EVENT:
                 return nil

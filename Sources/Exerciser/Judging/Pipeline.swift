@@ -23,13 +23,23 @@ public enum ConfigLocator {
 /// Turns records into a judged report: the same for `run` on this machine and `vm` on the host.
 public struct Judge {
     public var expectations: Expectations
+    /// Set with --strict-skips: every skip must be expected, every expected skip must happen.
+    public var skips: ExpectedSkips?
 
-    public init(expectations: Expectations) { self.expectations = expectations }
+    public init(expectations: Expectations, strictSkips skips: ExpectedSkips? = nil) {
+        self.expectations = expectations
+        self.skips = skips
+    }
+
+    public func verdict(_ r: CaseRecord, release: String) -> Verdict {
+        let kernel = KernelVersion(release: release) ?? KernelVersion(0, 0)
+        let v = expectations.judge(r, kernel: kernel)
+        return skips?.judge(r, v, kernel: kernel, release: release) ?? v
+    }
 
     public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil,
                        hygiene: [Check]? = nil) -> RunReport {
-        let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
-        var results = records.map { CaseResult(record: $0, verdict: expectations.judge($0, kernel: kernel)) }
+        var results = records.map { CaseResult(record: $0, verdict: verdict($0, release: header.kernelRelease)) }
         // A planned case with no record was lost (crash, hang, panic): a failure, named.
         let seen = Set(records.map(\.id))
         let why = incidents.first ?? "the run ended before it"
@@ -39,7 +49,7 @@ public struct Judge {
                                  kind: parts.count > 1 ? String(parts[1].prefix { $0 != "@" && $0 != "[" }) : "?",
                                  phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
-            results.append(CaseResult(record: rec, verdict: expectations.judge(rec, kernel: kernel)))
+            results.append(CaseResult(record: rec, verdict: verdict(rec, release: header.kernelRelease)))
         }
         return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed, hygiene: hygiene)
     }

@@ -14,6 +14,8 @@ public struct VMHarness {
         public var configsDir: String
         public var guestBinary: String
         public var guestArgs: [String] = []
+        /// Judge with configsDir/skips.yaml (--strict-skips): the guest runs as always.
+        public var strictSkips = false
         public var timeout: Double = 300
         public var kvm = false
         public var memory = "4G"
@@ -270,7 +272,8 @@ public struct VMHarness {
             throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(boot.consolePath))")
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
-        let report = Judge(expectations: expectations).report(header: header, records: stream.records, incidents: incidents,
+        let skips = config.strictSkips ? try ExpectedSkips.load(config.configsDir + "/skips.yaml") : nil
+        let report = Judge(expectations: expectations, strictSkips: skips).report(header: header, records: stream.records, incidents: incidents,
                                                               elapsed: boot.seconds, hygiene: stream.hygiene)
         return Outcome(report: report, bootSeconds: boot.seconds, consoleLog: boot.consolePath)
     }
