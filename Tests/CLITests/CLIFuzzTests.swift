@@ -227,7 +227,7 @@ final class CLIFuzzTests: XCTestCase {
             (["unbind", "--all", "--after-pid=-1"], 2, "--after-pid -1 is not a process id"),
             (["run", "--device", "0000:99:99.9", "--kind", "bogus"], 2, "'bogus' is invalid for '--kind <kind>'"),
             (["run", "--device", "0000:99:99.9", "--format", "xml"], 2,
-             "vfio-exerciser: error: The value 'xml' is invalid for '--format <format>'. Please provide one of 'table', 'json', 'ktap' or 'junit'. (see --help)\n"),
+             "vfio-exerciser: error: The value 'xml' is invalid for '--format <format>'. Please provide one of 'summary', 'table', 'json', 'ktap' or 'junit'. (see --help)\n"),
             // A long list of values: one line, comma-separated, not escaped line breaks.
             (["run", "--device", "0000:99:99.9", "--kind", "bogus"], 2,
              "Please provide one of the following: anon-private, anon-untouched, anon-shared, memfd,"),
