@@ -143,6 +143,17 @@ struct GuestOptions: ParsableArguments {
     @Flag(help: "No NVMe controller in the VM: the edus are the only data-check engines.")
     var noNvme = false
 
+    @Option(help: ArgumentHelp("Groups of rows the kernel's config must enable, or exit 2 before booting (comma-separated: \(Preflight.groups.joined(separator: ", "))).", valueName: "groups"))
+    var require: String?
+
+    var requiredGroups: [String] { require.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? [] }
+
+    func validate() throws {
+        for g in requiredGroups where !Preflight.groups.contains(g) {
+            throw ValidationError("--require \(g): no such group (groups: \(Preflight.groups.joined(separator: ", ")))")
+        }
+    }
+
     /// The cache directory made, the harness scripts found, the guest binary checked.
     func prepare() throws -> (scripts: String, guest: String) {
         do { try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true) } catch {
@@ -171,6 +182,7 @@ struct GuestOptions: ParsableArguments {
         c.extraQEMU = qemuArgs
         c.extraAppend = append
         if noNvme { c.nvme = nil }
+        c.require = requiredGroups
         return c
     }
 }

@@ -16,6 +16,9 @@ public struct VMHarness {
         public var guestArgs: [String] = []
         /// Judge with configsDir/skips.yaml (--strict-skips): the guest runs as always.
         public var strictSkips = false
+        /// Preflight groups the kernel's config must have (--require): a missing one is an
+        /// error before the boot.
+        public var require: [String] = []
         public var timeout: Double = 300
         public var kvm = false
         public var memory = "4G"
@@ -146,6 +149,7 @@ public struct VMHarness {
         try FileManager.default.createDirectory(atPath: config.outDir, withIntermediateDirectories: true)
         let out = URL(fileURLWithPath: config.outDir)
         let kdir = try kernelDir()
+        if args.first == "run" { try preflight(kernelDir: kdir, guestArgs: args) }
 
         progress("building initramfs")
         try (args.joined(separator: "\n") + "\n").write(to: out.appendingPathComponent("guest-args"), atomically: true, encoding: .utf8)
@@ -240,6 +244,26 @@ public struct VMHarness {
     /// Without ERMS the kernel clears and copies pages 8 bytes per store instead of `rep stosb`,
     /// which TCG runs a byte at a time: a 1 GiB hugetlb fault took 5.4 s, now 2.6 s.
     static let tcgCPU = "max,-erms"
+
+    /// The kernel's config against the cases the guest will plan: each missing option named
+    /// with the cases it takes away, before anything boots; `require` makes one an error.
+    func preflight(kernelDir kdir: String, guestArgs: [String]) throws {
+        let candidates = [kdir + "/config", kdir + "/build/.config"]
+        guard let text = candidates.lazy.compactMap({ try? String(contentsOfFile: $0, encoding: .utf8) }).first else {
+            if !config.require.isEmpty { throw UsageError("\(config.kernel): no kernel config to check --require against (\(candidates[0]))") }
+            return
+        }
+        let matrix = try Matrix.load(config.configsDir + "/matrix.yaml")
+        func values(_ flag: String) -> [String] { zip(guestArgs, guestArgs.dropFirst()).filter { $0.0 == flag }.map(\.1) }
+        let backends = values("--backend").compactMap(BackendKind.init(rawValue:))
+        let kinds = values("--kind").compactMap(CaseKind.init(rawValue:))
+        let plan = Planner.plan(matrix, backends: backends.isEmpty ? nil : backends, kinds: kinds.isEmpty ? nil : kinds, bars: ["BAR0"])
+        let findings = Preflight.check(KernelConfig(text: text), plan: plan)
+        try Preflight.require(config.require, findings: findings, kernel: config.kernel)
+        for f in findings where f.cases > 0 {
+            FileHandle.standardError.write(Data("vfio-exerciser: \(config.kernel): \(f.line)\n".utf8))
+        }
+    }
 
     /// QEMU's arguments for the NVMe controller, its image written first (read-only to QEMU).
     func nvmeQEMU() throws -> [String] {
