@@ -119,6 +119,9 @@ struct GuestOptions: ParsableArguments {
     @Option(help: "Your own kernel image (bzImage) instead of a Debian package.")
     var kernelImage: String?
 
+    @Option(help: "A built kernel tree (in-tree or the O= directory): its bzImage, .config and modules, and the test module built against it.")
+    var kernelTree: String?
+
     @Option(help: "Modules for --kernel-image: a root holding lib/modules/<release>, or that directory.")
     var modules: String?
 
@@ -149,6 +152,7 @@ struct GuestOptions: ParsableArguments {
     var requiredGroups: [String] { require.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? [] }
 
     func validate() throws {
+        if kernelTree != nil && (kernelImage != nil || modules != nil) { throw ValidationError("--kernel-tree brings its own image and modules: not with --kernel-image or --modules") }
         for g in requiredGroups where !Preflight.groups.contains(g) {
             throw ValidationError("--require \(g): no such group (groups: \(Preflight.groups.joined(separator: ", ")))")
         }
@@ -167,7 +171,7 @@ struct GuestOptions: ParsableArguments {
 
     /// What to boot: "local" for --kernel-image, else the --kernel list or `fallback`.
     func kernels(_ given: [String], fallback: [String]) -> [String] {
-        kernelImage != nil ? ["local"] : (given.isEmpty ? fallback : given)
+        kernelTree != nil ? ["tree"] : kernelImage != nil ? ["local"] : (given.isEmpty ? fallback : given)
     }
 
     func config(kernel: String, outDir: String, configsDir: String, timeout: Double,
@@ -176,6 +180,7 @@ struct GuestOptions: ParsableArguments {
                                  configsDir: absolutePath(configsDir), guestBinary: prepared.guest)
         c.kernel = kernel
         c.kernelImage = kernelImage
+        c.kernelTree = kernelTree.map(absolutePath)
         c.modulesDir = modules
         c.timeout = timeout
         c.kvm = kvm

@@ -84,7 +84,7 @@ struct Run: ParsableCommand {
                                 kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))
         if plan.isEmpty { throw UsageError("the filters leave no case to run") }
         // The running kernel's own config, where it shows it: what it lacks, before any case.
-        if let text = runningKernelConfig() {
+        if let text = KernelConfig.running() {
             for f in Preflight.check(KernelConfig(text: text), plan: plan) where f.cases > 0 {
                 FileHandle.standardError.write(Data("vfio-exerciser: preflight (/proc/config.gz): \(f.line)\n".utf8))
             }
@@ -110,24 +110,6 @@ struct Run: ParsableCommand {
         try matrix.emit(report)
         throw ExitCode(report.exitCode)
     }
-}
-
-/// /proc/config.gz unpacked by zcat (busybox has it in the guest), or nil.
-func runningKernelConfig() -> String? {
-    guard FileManager.default.fileExists(atPath: "/proc/config.gz") else { return nil }
-    for zcat in ["/bin/zcat", "/usr/bin/zcat"] where FileManager.default.isExecutableFile(atPath: zcat) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: zcat)
-        p.arguments = ["/proc/config.gz"]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { continue }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return p.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
-    }
-    return nil
 }
 
 enum PCIDeviceName {

@@ -109,12 +109,24 @@ $bin vm --kernel test:7.3 --out "$out/probe" --guest-script tests/vm/guest/probe
 sed -n '/PROBE-BEGIN/,/PROBE-END/p' "$out/probe.txt" | sed '1d;$d' >"$out/probe.json"
 check "the guest script exited 0" test "$rc" -eq 0
 check "probe --json is JSON" jqe . "$out/probe.json"
-check "/dev/iommu and vfio cdevs (three edus, two mdevs)" jqe '.devIOMMU and (.vfioCdevs | length) == 5' "$out/probe.json"
+check "/dev/iommu and vfio cdevs (three edus, the NVMe, two mdevs)" jqe '.devIOMMU and (.vfioCdevs | length) == 6' "$out/probe.json"
 check "/dev/vfio/vfio is the real type1 container (IOMMUFD_VFIO_CONTAINER off)" jqe '.vfioContainerBackend == "vfio (vfio_iommu_type1)"' "$out/probe.json"
 check "type1v2 and unmap-all offered" jqe '.extensions.type1v2 and .extensions["unmap-all"]' "$out/probe.json"
 check "each edu in its own viable group, with 4K|2M|1G IOMMU pages" \
     jqe '[.groups[] | select(.devices[0].device == "0x11e8")] | length == 3 and all(.viable and .iommu.pageSizes == 1075843072)' "$out/probe.json"
 check "the hugepage pools the VM reserved" jqe '.hugepages["hugepages-1048576kB"] == "nr=1 free=1" and .hugepages["hugepages-2048kB"] == "nr=64 free=64"' "$out/probe.json"
+
+echo "== a built kernel tree in one command: the test kernel's, with its test module and the seed rows"
+tree=$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/vfio-exerciser/kernels/kernels/test-7.3-*/build 2>/dev/null | head -n1)
+rc=0
+$bin vm --kernel-tree "$tree" --out "$out/tree" --backend type1v2 --backend mdev-pin --kind anon-private \
+    --kind mixedmap-special --kind mixedmap-page --format json --output "$out/tree.json" 2>"$out/tree.err" || rc=$?
+check "exit code is 0" test "$rc" -eq 0
+check "the test module was built against the tree and loaded" grep -q "VFIO-EXERCISER-TESTDEV" "$out/tree/tree/console.log"
+for id in type1v2/mixedmap-special mdev-pin/mixedmap-special mdev-pin/anon-private type1v2/mixedmap-page; do
+    check "$id passes" test "$(jq -r --arg id $id '.results[] | select(.record.id == $id) | .verdict.kind' "$out/tree.json")" = pass
+done
+check "mixedmap-special is EEXIST (65462462ffb2)" test "$(jq -r '.results[] | select(.record.id == "type1v2/mixedmap-special") | .record.outcome' "$out/tree.json")" = EEXIST
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

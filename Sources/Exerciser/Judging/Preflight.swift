@@ -23,6 +23,16 @@ public struct KernelConfig: Sendable, Equatable {
     }
 
     public func enabled(_ name: String) -> Bool { options[name] == "y" || options[name] == "m" }
+
+    /// The running kernel's /proc/config.gz, unpacked by zcat (busybox has it in the guest).
+    public static func running() -> String? {
+        guard FileManager.default.fileExists(atPath: "/proc/config.gz") else { return nil }
+        for zcat in ["/bin/zcat", "/usr/bin/zcat"] where FileManager.default.isExecutableFile(atPath: zcat) {
+            let r = Subprocess.run([zcat, "/proc/config.gz"], timeout: 10)
+            return r.error == nil && r.status == 0 ? String(decoding: r.stdout, as: UTF8.self) : nil
+        }
+        return nil
+    }
 }
 
 /// Which options each group of rows needs, checked before any boot so that a kernel without

@@ -8,6 +8,8 @@ public struct VMHarness {
         /// A user's own build instead of a Debian package: bzImage plus a modules root.
         public var kernelImage: String?
         public var modulesDir: String?
+        /// A built kernel tree (`--kernel-tree`): image, config, modules and the test module's build.
+        public var kernelTree: String?
         public var cacheDir: String
         public var outDir: String
         public var scriptsDir: String
@@ -92,6 +94,10 @@ public struct VMHarness {
     /// A kernel directory as fetch-kernel.sh lays it out: vmlinuz, kver, modules/.
     func kernelDir() throws -> String {
         let log = URL(fileURLWithPath: config.outDir + "/fetch-kernel.log")
+        if let tree = config.kernelTree {
+            progress("laying out \(tree)")
+            return try KernelTree.prepare(tree, cache: config.cacheDir, log: URL(fileURLWithPath: config.outDir + "/kernel-tree.log"))
+        }
         if let image = config.kernelImage {
             return try Self.localKernel(image: image, modules: config.modulesDir, cache: config.cacheDir)
         }
@@ -120,6 +126,13 @@ public struct VMHarness {
             guard let relDir else { throw UsageError("no lib/modules/<release> under \(m)") }
             release = URL(fileURLWithPath: relDir).lastPathComponent
             try FileManager.default.createSymbolicLink(atPath: dir + "/modules/lib/modules/" + release, withDestinationPath: relDir)
+            // modules_install leaves lib/modules/<release>/build → the tree: the test module and
+            // the preflight can use it.
+            let build = URL(fileURLWithPath: relDir + "/build").resolvingSymlinksInPath().path
+            if FileManager.default.fileExists(atPath: build + "/Makefile"), FileManager.default.fileExists(atPath: build + "/.config") {
+                try FileManager.default.createSymbolicLink(atPath: dir + "/build", withDestinationPath: build)
+                try FileManager.default.copyItem(atPath: build + "/.config", toPath: dir + "/config")
+            }
         } else {
             try FileManager.default.createDirectory(atPath: dir + "/modules/lib/modules/\(release)", withIntermediateDirectories: true)
         }
