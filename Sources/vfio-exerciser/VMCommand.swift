@@ -32,11 +32,27 @@ struct VM: ParsableCommand {
     @Option(help: "Run this shell script in the guest instead of the matrix; its output on /dev/ttyS1 is printed.")
     var guestScript: String?
 
+    @Flag(help: "Exit codes for `git bisect run`: 0 every case passed, 1 a case failed, 125 the kernel could not be tested.")
+    var bisect = false
+
     func validate() throws {
         try validateSeconds(timeout, "--timeout")
     }
 
     func run() throws {
+        guard bisect else { throw ExitCode(try runKernels().exit) }
+        let verdicts: [Int32]
+        do { verdicts = try runKernels().bisect } catch {
+            FileHandle.standardError.write(Data("vfio-exerciser: \(error) (untestable: exit 125 for git bisect)\n".utf8))
+            throw ExitCode(Bisect.skip)
+        }
+        // Worst first: a failing kernel is bad even if another could not be tested.
+        throw ExitCode(verdicts.contains(Bisect.bad) ? Bisect.bad : verdicts.contains(Bisect.skip) || verdicts.isEmpty ? Bisect.skip : Bisect.good)
+    }
+
+    /// The kselftest exit code of the whole run, and each kernel's bisect code.
+    func runKernels() throws -> (exit: Int32, bisect: [Int32]) {
+        var bisectCodes: [Int32] = []
         let (dir, _, _) = try matrix.load()
         let prepared = try guest.prepare()
         let kernels = guest.kernels(kernel, fallback: ["debian:6.1"])
@@ -70,8 +86,9 @@ struct VM: ParsableCommand {
                               outcome.bootSeconds, c.outDir)
             summary.append(line)
             codes.append(r.exitCode)
+            bisectCodes.append(Bisect.exitCode(report: r, error: nil))
         }
         for s in summary { FileHandle.standardError.write(Data((s + "\n").utf8)) }
-        throw ExitCode(codes.contains(1) ? 1 : codes.allSatisfy { $0 == 4 } ? 4 : 0)
+        return (codes.contains(1) ? 1 : codes.allSatisfy { $0 == 4 } ? 4 : 0, bisectCodes)
     }
 }
