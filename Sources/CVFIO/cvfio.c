@@ -143,6 +143,10 @@ int cvfio_fork(void) {
     return pid;
 }
 
+/* pidfd_open(2) (5.3+): poll() on it wakes when the child exits; glibc 2.36's wrapper is not in
+ * every libc the guest may get, and syscall() is variadic. -1 with errno when unsupported. */
+int cvfio_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
 const char *cvfio_signal_name(int sig) {
     const char *n = sigabbrev_np(sig);
     return n ? n : "?";

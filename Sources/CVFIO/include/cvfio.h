@@ -113,6 +113,7 @@ int cvfio_memlock_probe(int container_fd, uint64_t iova, uint64_t size, uint64_t
  * single-threaded (checked by the caller through /proc/self/task). The child is killed
  * when the parent dies. */
 int cvfio_fork(void);
+int cvfio_pidfd_open(int pid);
 /* The forked case child has been waited for (the signal handler need not end it). */
 void cvfio_child_reaped(void);
 /* "SEGV" for SIGSEGV; "?" when unknown. */
