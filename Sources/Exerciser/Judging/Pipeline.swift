@@ -23,23 +23,33 @@ public enum ConfigLocator {
 /// Turns records into a judged report: the same for `run` on this machine and `vm` on the host.
 public struct Judge {
     public var expectations: Expectations
+    /// Kind × event cases are judged by configs/events.yaml (Events/).
+    public var events: EventConfig
 
-    public init(expectations: Expectations) { self.expectations = expectations }
+    public init(expectations: Expectations, events: EventConfig = EventConfig()) {
+        self.expectations = expectations
+        self.events = events
+    }
+
+    public func verdict(_ r: CaseRecord, kernel: KernelVersion) -> Verdict {
+        r.event == nil ? expectations.judge(r, kernel: kernel) : events.judge(r, kernel: kernel)
+    }
 
     public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil,
                        hygiene: [Check]? = nil) -> RunReport {
         let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
-        var results = records.map { CaseResult(record: $0, verdict: expectations.judge($0, kernel: kernel)) }
+        var results = records.map { CaseResult(record: $0, verdict: verdict($0, kernel: kernel)) }
         // A planned case with no record was lost (crash, hang, panic): a failure, named.
         let seen = Set(records.map(\.id))
         let why = incidents.first ?? "the run ended before it"
         for id in header.plan where !seen.contains(id) {
             let parts = id.split(separator: "/")
-            let rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
+            var rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
                                  kind: parts.count > 1 ? String(parts[1].prefix { $0 != "@" && $0 != "[" }) : "?",
                                  phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
-            results.append(CaseResult(record: rec, verdict: expectations.judge(rec, kernel: kernel)))
+            if let plus = id.lastIndex(of: "+") { rec.event = String(id[id.index(after: plus)...]) }
+            results.append(CaseResult(record: rec, verdict: verdict(rec, kernel: kernel)))
         }
         return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed, hygiene: hygiene)
     }
