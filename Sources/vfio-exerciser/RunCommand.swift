@@ -53,20 +53,21 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let (_, m, expectations) = try matrix.load()
+        let (dir, m, expectations) = try matrix.load()
+        let events = try EventConfig.load(dir: dir)  // events (issue 13)
         if bind, let entry = try Binding.bind(device, force: force) {
             Binding.armSignals(entry)
             defer {
                 Binding.disarm()
                 do { try Binding.restore(entry) } catch { FileHandle.standardError.write(Data("vfio-exerciser: warning: \(error)\n".utf8)) }
             }
-            try runMatrix(m, expectations)
+            try runMatrix(m, expectations, events)
         } else {
-            try runMatrix(m, expectations)
+            try runMatrix(m, expectations, events)
         }
     }
 
-    func runMatrix(_ m: Matrix, _ expectations: Expectations) throws {
+    func runMatrix(_ m: Matrix, _ expectations: Expectations, _ events: EventConfig) throws {
         var opts = RunOptions(device: device)
         opts.fsDir = dirs.fsDir
         opts.tmpfsDir = dirs.tmpfsDir
@@ -79,13 +80,14 @@ struct Run: ParsableCommand {
         opts.isolate = !matrix.noIsolation
         opts.caseTimeout = matrix.caseTimeout
         let engine = try Engine(options: opts)
-        let plan = Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
-                                kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))
+        let plan = (matrix.onlyEvents ? [] : Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
+                                                          kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device)))
+            + matrix.eventPlan(events, m)  // events (issue 13)
         if plan.isEmpty { throw UsageError("the filters leave no case to run") }
         let header = RunHeader(tool: toolVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
         let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
         writer?.emit(.header(header))
-        let judge = Judge(expectations: expectations)
+        let judge = Judge(expectations: expectations, events: events)
         let kernel = KernelVersion(release: header.kernelRelease) ?? KernelVersion(0, 0)
         var records: [CaseRecord] = []
         let before = HygieneSnapshot.take()
@@ -93,7 +95,7 @@ struct Run: ParsableCommand {
         try engine.run(plan) { rec in
             records.append(rec)
             writer?.emit(.record(rec))
-            let v = expectations.judge(rec, kernel: kernel)
+            let v = judge.verdict(rec, kernel: kernel)
             progress("[\(records.count)/\(plan.count)] \(rec.id): \(rec.outcome) \(v.kind.rawValue.uppercased())")
             injectFault(after: records.count)
         }
