@@ -88,6 +88,12 @@ final class RealEventWorld: EventWorld {
             return (madvise(addr, len, 4 /* MADV_DONTNEED */) == 0 ? "ok" : Self.errnoName(), nil)
         case .madvFree:
             return (madvise(addr, len, 8 /* MADV_FREE */) == 0 ? "ok" : Self.errnoName(), nil)
+        case .compact:
+            // A trigger, not a setting: nothing to restore.
+            let fd = open("/proc/sys/vm/compact_memory", O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { return ("open compact_memory " + Self.errnoName(), nil) }
+            defer { close(fd) }
+            return (write(fd, "1", 1) == 1 ? "ok" : Self.errnoName(), nil)
         case .mprotectRoRw:
             return (mprotect(addr, len, PROT_READ) == 0 ? "ok" : Self.errnoName(), nil)
         case .remapAnon:
@@ -292,6 +298,8 @@ extension Runner {
         let o = session.options
         var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
         ctx.peer = session.peer
+        // Locked memory before anything is built: mlock and the events themselves change it too.
+        let acctStart = Accounting.read()
         let region: Region
         do { region = try backing.build(size: planned.size, instance: nil, context: ctx) } catch {
             rec.outcome = .skip("\(error)")
@@ -314,6 +322,7 @@ extension Runner {
         let zones = PageInfo.zones()
         let pages = Int(region.size) / PageSize.base
         let before = PageInfo.pfns(region.vaddr, pages: pages)
+        var pinned: [UInt64?] = []
         rec.properties["pages_before_map"] = PageInfo.describe(region.vaddr, pages: pages, zones: zones).text
         let acctBefore = Accounting.read()
         let thp = { (a: UnsafeMutableRawPointer) in Mem.smaps(for: UInt64(UInt(bitPattern: a)))["AnonHugePages"] ?? "?" }
@@ -321,9 +330,15 @@ extension Runner {
 
         // The executor runs the steps; pins and PFNs are read between them by the hooks below.
         let result = EventExecutor.run(event, world: PinObserver(world, onMapped: {
-            let pinned = PageInfo.pfns(region.vaddr, pages: pages)
+            pinned = PageInfo.pfns(region.vaddr, pages: pages)
             rec.properties["pages_pinned"] = PageInfo.describe(region.vaddr, pages: pages, zones: zones).text
             rec.properties["moved_at_pin"] = "\(PageInfo.moved(before, pinned)) of \(pages) pages"
+            // FOLL_LONGTERM migrates pages out of ZONE_MOVABLE before pinning (d1e153fea2a8, 5.13).
+            let movable = pinned.filter { $0.map { PageInfo.zone(of: $0, in: zones) == "Movable" } ?? false }.count
+            if zones.contains(where: { $0.name == "Movable" && $0.spanned > 0 }) {
+                rec.checks.append(Check("pinned-outside-movable", movable == 0, movable == 0 ? "no pinned page is in ZONE_MOVABLE"
+                                        : "\(movable) of \(pages) pinned pages are in ZONE_MOVABLE (d1e153fea2a8 migrates them out)"))
+            }
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
         }, onApplied: {
@@ -333,6 +348,7 @@ extension Runner {
         }, onEnd: {
             let a = UInt64(UInt(bitPattern: world.addr))
             rec.properties["pages_at_end"] = PageInfo.describe(a, pages: pages, zones: zones).text
+            rec.properties["pfn_changed_since_pin"] = "\(PageInfo.moved(pinned, PageInfo.pfns(a, pages: pages))) of \(pages) pages"
         }))
         rec.outcome = result.mapOutcome
         rec.mapNanos = world.mapNanos
@@ -342,7 +358,7 @@ extension Runner {
         rec.properties.merge(world.properties) { $1 }
         rec.dataEngine = "nvme"
         rec.cleanupOK = world.release()
-        if result.mapOutcome == .ok, let a = acctBefore, let c = Accounting.read() {
+        if result.mapOutcome == .ok, let a = acctStart, let c = Accounting.read() {
             let left = Accounting.delta(a, c)
             rec.checks.append(Check("accounting-restored", left == 0, left == 0 ? "locked/pinned memory back to its baseline" : "\(left) bytes still charged after unmap"))
         }
