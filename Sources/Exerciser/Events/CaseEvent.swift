@@ -6,6 +6,8 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
     case forkChildWrites = "fork-child-writes"
     case madvDontneed = "madv-dontneed"
     case madvFree = "madv-free"
+    /// /proc/sys/vm/compact_memory: compaction must leave pinned pages where they are.
+    case compact
     /// munmap, then a fresh private anonymous mapping at the same address (MAP_FIXED).
     case remapAnon = "remap-anon"
     /// munmap, then the same file (memfd, tmpfs, shmem, dax) mapped again at the same address.
@@ -25,6 +27,7 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
         case .forkChildWrites: return "fork(); the child writes first, then the device, then the parent"
         case .madvDontneed: return "MADV_DONTNEED on the pinned range"
         case .madvFree: return "MADV_FREE on the pinned range (no memory pressure follows)"
+        case .compact: return "echo 1 > /proc/sys/vm/compact_memory (pinned pages must not move)"
         case .remapAnon: return "munmap + fresh MAP_FIXED private anonymous memory at the same address"
         case .remapSameFile: return "munmap + the same file mapped again MAP_FIXED at the same address"
         case .mremap: return "mremap(MREMAP_MAYMOVE|MREMAP_FIXED) to a new address"
