@@ -19,6 +19,8 @@ tree=$work/linux
 cp -a "$src" "$tree"
 cd "$tree"
 git init -q
+# Debian's linux-source ignores everything at the top level (its packaging repository's rule).
+sed -i '/^# Debian packaging/,$d' .gitignore
 git config user.email demo@vfio-exerciser.invalid
 git config user.name "bisect demo"
 git add -A >/dev/null

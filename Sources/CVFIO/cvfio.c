@@ -205,3 +205,9 @@ void cvfio_binding_install_handlers(void) {
         sigaction(sigs[i], &sa, NULL);
     }
 }
+
+/* --- events (issue 13) */
+void *cvfio_mremap_fixed(void *old_addr, size_t size, void *new_addr) {
+    return mremap(old_addr, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
+}
+/* --- end events */

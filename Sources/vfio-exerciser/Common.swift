@@ -5,6 +5,7 @@ import Foundation
 extension ReportFormat: ExpressibleByArgument {}
 extension BackendKind: ExpressibleByArgument {}
 extension CaseKind: ExpressibleByArgument {}
+extension CaseEvent: ExpressibleByArgument {}
 
 enum ColorMode: String, ExpressibleByArgument, CaseIterable {
     case auto, always, never
@@ -42,6 +43,22 @@ struct MatrixOptions: ParsableArguments {
     @Option(name: .customLong("kind"), help: "Run only this case kind (repeatable; see `list`).")
     var kinds: [CaseKind] = []
 
+    // --- events (issue 13)
+    @Option(name: .customLong("event"), help: "Run only this kind × event event (repeatable; configs/events.yaml).")
+    var events: [CaseEvent] = []
+
+    @Flag(help: "Run no kind × event cases.")
+    var noEvents = false
+
+    @Flag(help: "Run only the kind × event cases (and the kinds --kind names).")
+    var onlyEvents = false
+
+    func eventPlan(_ config: EventConfig, _ m: Matrix) -> [PlannedCase] {
+        noEvents ? [] : config.plan(backends: backends.isEmpty ? nil : backends, kinds: kinds.isEmpty ? nil : kinds,
+                                    events: events.isEmpty ? nil : events, matrix: m)
+    }
+    // --- end events
+
     @Option(help: "Report format (default: summary on a terminal, table elsewhere).")
     var format: OutputFormat?
 
@@ -70,6 +87,9 @@ struct MatrixOptions: ParsableArguments {
         for k in kinds { a += ["--kind", k.rawValue] }
         if noDataCheck { a.append("--no-data-check") }
         if noIsolation { a.append("--no-isolation") }
+        for e in events { a += ["--event", e.rawValue] }  // events (issue 13)
+        if noEvents { a.append("--no-events") }
+        if onlyEvents { a.append("--only-events") }
         a += ["--case-timeout", String(caseTimeout)]
         return a
     }

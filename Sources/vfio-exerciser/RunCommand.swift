@@ -54,20 +54,21 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let (dir, m, expectations) = try matrix.load()
-        let judge = Judge(expectations: expectations, strictSkips: try matrix.skips(dir))
+        let events = try EventConfig.load(dir: dir)  // events (issue 13)
+        let judge = Judge(expectations: expectations, strictSkips: try matrix.skips(dir), events: events)
         if bind, let entry = try Binding.bind(device, force: force) {
             Binding.armSignals(entry)
             defer {
                 Binding.disarm()
                 do { try Binding.restore(entry) } catch { FileHandle.standardError.write(Data("vfio-exerciser: warning: \(error)\n".utf8)) }
             }
-            try runMatrix(m, judge)
+            try runMatrix(m, judge, events)
         } else {
-            try runMatrix(m, judge)
+            try runMatrix(m, judge, events)
         }
     }
 
-    func runMatrix(_ m: Matrix, _ judge: Judge) throws {
+    func runMatrix(_ m: Matrix, _ judge: Judge, _ events: EventConfig) throws {
         var opts = RunOptions(device: device)
         opts.fsDir = dirs.fsDir
         opts.tmpfsDir = dirs.tmpfsDir
@@ -80,8 +81,9 @@ struct Run: ParsableCommand {
         opts.isolate = !matrix.noIsolation
         opts.caseTimeout = matrix.caseTimeout
         let engine = try Engine(options: opts)
-        let plan = Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
-                                kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device))
+        let plan = (matrix.onlyEvents ? [] : Planner.plan(m, backends: matrix.backends.isEmpty ? nil : matrix.backends,
+                                                          kinds: matrix.kinds.isEmpty ? nil : matrix.kinds, bars: Planner.memoryBARs(pciAddress: device)))
+            + matrix.eventPlan(events, m)  // events (issue 13)
         if plan.isEmpty { throw UsageError("the filters leave no case to run") }
         // The running kernel's own config, where it shows it: what it lacks, before any case.
         if let text = KernelConfig.running() {

@@ -130,5 +130,8 @@ void cvfio_binding_install_handlers(void);
 
 /* Drop CAP_IPC_LOCK from every capability set of the calling process. */
 int cvfio_drop_ipc_lock(void);
+/* --- events (issue 13): mremap(MREMAP_MAYMOVE|MREMAP_FIXED); glibc's mremap is variadic. */
+void *cvfio_mremap_fixed(void *old_addr, size_t size, void *new_addr);
+/* --- end events */
 
 #endif

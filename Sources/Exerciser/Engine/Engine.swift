@@ -100,12 +100,14 @@ public final class Engine {
         let start = monotonicNanos()
         let availBefore = session.dmaAvail()
         _ = session.kmsg?.drain()  // whatever came before belongs to no case
+        let knobs = CaseKnobs.snapshot(c)  // events (issue 13): module params the case may change
         var rec: CaseRecord
         if options.isolate {
             rec = Isolation.run(c, index: index, session: session, timeout: options.caseTimeout)
         } else {
             rec = Runner(session: session, planned: c, index: index).run()
         }
+        rec.checks += CaseKnobs.restore(knobs)
         rec.caseNanos = monotonicNanos() - start
         if let log = session.kmsg?.drain() {
             rec.kernelLog = KernelLog.relevant(log)

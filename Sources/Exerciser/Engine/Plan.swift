@@ -9,12 +9,15 @@ public struct PlannedCase: Sendable, Equatable {
     public var instance: String?
     public var size: UInt64
     public var flags: [String]
+    /// A kind × event case (Events/): the event applied after the map.
+    public var event: CaseEvent? = nil
 
     public var id: String {
         var s = "\(backend.rawValue)/\(kind.rawValue)"
         if let i = instance { s += "/\(i)" }
         if flags != kind.defaultFlags { s += "[" + (flags.isEmpty ? "none" : flags.map { String($0.prefix(1)) }.joined()) + "]" }
         if kind.isEdge { s += "@\(phase.rawValue)" }
+        if let e = event { s += "+\(e.rawValue)" }
         return s
     }
 

@@ -12,13 +12,16 @@ struct Runner {
     var container: DMASpace { session.space }
 
     static func record(_ c: PlannedCase, iova: UInt64, outcome: Outcome) -> CaseRecord {
-        CaseRecord(id: c.id, backend: c.backend.rawValue, kind: c.kind.rawValue, phase: c.phase,
-                   size: c.size, flags: c.flags, iova: iova, outcome: outcome)
+        var r = CaseRecord(id: c.id, backend: c.backend.rawValue, kind: c.kind.rawValue, phase: c.phase,
+                           size: c.size, flags: c.flags, iova: iova, outcome: outcome)
+        r.event = c.event?.rawValue  // events (issue 13)
+        return r
     }
 
     /// The case itself; the engine adds what it observes from outside (kernel log, leftovers).
     func run() -> CaseRecord {
         Injection.apply(session.options.inject, at: .start, case: planned, session: session)
+        if let e = planned.event { return runEvent(e) }  // events (issue 13): Events/EventRunner.swift
         return planned.kind.isEdge ? runEdge() : runRegion()
     }
 
@@ -286,6 +289,8 @@ struct Runner {
                 teardownMap(iova, size, &rec)
                 teardownMap(iova2, size, &rec)
             }
+        case .dmaEntryLimit:  // events (issue 13): Events/DMAEntryLimit.swift
+            rec = DMAEntryLimit.run(planned, rec, backend: planned.backend)
         default:
             rec.outcome = .skip("\(planned.kind.rawValue) is not an edge")
         }

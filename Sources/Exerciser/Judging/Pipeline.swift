@@ -25,15 +25,18 @@ public struct Judge {
     public var expectations: Expectations
     /// Set with --strict-skips: every skip must be expected, every expected skip must happen.
     public var skips: ExpectedSkips?
+    /// Kind × event cases are judged by configs/events.yaml (Events/).
+    public var events: EventConfig
 
-    public init(expectations: Expectations, strictSkips skips: ExpectedSkips? = nil) {
+    public init(expectations: Expectations, strictSkips skips: ExpectedSkips? = nil, events: EventConfig = EventConfig()) {
         self.expectations = expectations
         self.skips = skips
+        self.events = events
     }
 
     public func verdict(_ r: CaseRecord, release: String) -> Verdict {
         let kernel = KernelVersion(release: release) ?? KernelVersion(0, 0)
-        let v = expectations.judge(r, kernel: kernel)
+        let v = r.event == nil ? expectations.judge(r, kernel: kernel) : events.judge(r, kernel: kernel)
         return skips?.judge(r, v, kernel: kernel, release: release) ?? v
     }
 
@@ -45,10 +48,11 @@ public struct Judge {
         let why = incidents.first ?? "the run ended before it"
         for id in header.plan where !seen.contains(id) {
             let parts = id.split(separator: "/")
-            let rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
+            var rec = CaseRecord(id: id, backend: parts.first.map(String.init) ?? "?",
                                  kind: parts.count > 1 ? String(parts[1].prefix { $0 != "@" && $0 != "[" }) : "?",
                                  phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
+            if let plus = id.lastIndex(of: "+") { rec.event = String(id[id.index(after: plus)...]) }
             results.append(CaseResult(record: rec, verdict: verdict(rec, release: header.kernelRelease)))
         }
         return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed, hygiene: hygiene)

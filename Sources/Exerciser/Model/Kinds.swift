@@ -49,6 +49,8 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     case vaddrUpdate = "vaddr-update"
     case unmapSubrange = "unmap-subrange"
     case unmapAll = "unmap-all"
+    /// type1's dma_entry_limit module parameter: one mapping past it must fail (events, issue 13).
+    case dmaEntryLimit = "dma-entry-limit"
 
     /// Kinds mapped by file rather than by user VA: an IOAS call, so the iommufd backend only.
     public var mapsByFile: Bool { self == .memfdMapFile || self == .memfdHugetlbMapFile || self == .peerBarDmabuf }
@@ -60,6 +62,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     /// domain to mean much) and no BARs (an mdev has none of the PCI device's).
     public func runs(on b: BackendKind) -> Bool {
         if mapsByFile { return b == .iommufd }
+        if self == .dmaEntryLimit { return b == .type1 || b == .type1v2 }
         if b.isMdev { return !isEdge && self != .bar && self != .barPlusAnon && !targetsPeer }
         return true
     }
@@ -67,7 +70,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     public var isEdge: Bool {
         switch self {
         case .unalignedVaddr, .sizeZero, .flagsNone, .flagsUnknown, .iovaOverlap, .memlockLimit,
-             .iovaOutOfRange, .vaddrUpdate, .unmapSubrange, .unmapAll:
+             .iovaOutOfRange, .vaddrUpdate, .unmapSubrange, .unmapAll, .dmaEntryLimit:
             return true
         default:
             return false
@@ -78,7 +81,10 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
     public var needsDevice: Bool { self == .bar || self == .barPlusAnon }
 
     /// Phases a kind runs in by default: edges before and after the device is opened.
-    public var phases: [Phase] { isEdge ? [.preDevice, .device] : [.device] }
+    public var phases: [Phase] {
+        if self == .dmaEntryLimit { return [.preDevice] }  // opens a container of its own
+        return isEdge ? [.preDevice, .device] : [.device]
+    }
 
     public var defaultSize: UInt64 {
         switch self {
@@ -136,6 +142,7 @@ public enum CaseKind: String, CaseIterable, Sendable, Codable {
         case .vaddrUpdate: return "VFIO_DMA_UNMAP_FLAG_VADDR invalidate, then MAP_FLAG_VADDR update"
         case .unmapSubrange: return "unmap the second half of a mapping (bytes reported unmapped)"
         case .unmapAll: return "VFIO_DMA_UNMAP_FLAG_ALL over two mappings"
+        case .dmaEntryLimit: return "vfio_iommu_type1 dma_entry_limit lowered for a fresh container: one mapping past it (parameter restored)"
         }
     }
 }

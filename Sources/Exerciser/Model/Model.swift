@@ -96,6 +96,10 @@ public struct CaseRecord: Codable, Sendable, Equatable {
     /// Facts about the backing worth reporting ("huge_page": "yes", "bar": "BAR0").
     public var properties: [String: String]
     public var checks: [Check]
+    // --- events (issue 13): the event a kind × event case applied, and what each side saw.
+    public var event: String? = nil
+    public var observations: [String: String]? = nil
+    // --- end events
 
     public init(id: String, backend: String, kind: String, phase: Phase, size: UInt64, flags: [String], iova: UInt64,
                 outcome: Outcome, mapNanos: UInt64? = nil, unmapNanos: UInt64? = nil, unmappedBytes: UInt64? = nil,

@@ -173,6 +173,8 @@ public struct VMHarness {
         // The configs ride along always: anything the guest runs finds them in /etc/vfio-exerciser.
         let configs = [(config.configsDir + "/matrix.yaml", "/etc/vfio-exerciser/matrix.yaml"),
                        (config.configsDir + "/expectations.yaml", "/etc/vfio-exerciser/expectations.yaml")]
+            + (FileManager.default.fileExists(atPath: config.configsDir + "/events.yaml")  // events (issue 13)
+               ? [(config.configsDir + "/events.yaml", "/etc/vfio-exerciser/events.yaml")] : [])
         for (src, dst) in configs + files { cmd += ["--file", src + ":" + dst] }
         // The test module (kmod/) for the mixedmap kinds and the mdev backends; without it those
         // cases skip, saying the module is not loaded.
@@ -310,7 +312,8 @@ public struct VMHarness {
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
         let skips = config.strictSkips ? try ExpectedSkips.load(config.configsDir + "/skips.yaml") : nil
-        let report = Judge(expectations: expectations, strictSkips: skips).report(header: header, records: stream.records, incidents: incidents,
+        let events = try EventConfig.load(dir: config.configsDir)  // events (issue 13)
+        let report = Judge(expectations: expectations, strictSkips: skips, events: events).report(header: header, records: stream.records, incidents: incidents,
                                                               elapsed: boot.seconds, hygiene: stream.hygiene)
         return Outcome(report: report, bootSeconds: boot.seconds, consoleLog: boot.consolePath)
     }
