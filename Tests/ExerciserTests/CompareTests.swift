@@ -45,6 +45,21 @@ final class CompareTests: XCTestCase {
         XCTAssertEqual(d.cases.first { $0.status == "changed" }?.changes.map(\.field), ["failed_checks"])
     }
 
+    func testKindTimesEventCasesGetRowsOfTheirOwnAfterThePlainKinds() throws {
+        var r = try fixture("debian-6.12")
+        var ev = try XCTUnwrap(r.results.first { $0.record.id == "type1v2/anon-private" })
+        ev.record.id += "+fork-parent-writes"
+        ev.record.event = "fork-parent-writes"
+        ev.record.outcome = .errno("EFAULT")
+        r.results.insert(ev, at: 0)
+        let m = CrossKernelMatrix([("k", r)])
+        XCTAssertEqual(m.kinds.last, "anon-private × fork-parent-writes")
+        let plain = try XCTUnwrap(m.kinds.firstIndex(of: "anon-private")), event = m.kinds.count - 1
+        let col = try XCTUnwrap(m.columns.firstIndex { $0.members.contains { $0.backend == "type1v2" } })
+        XCTAssertEqual(m.cells[plain][col].text, "ok+data")
+        XCTAssertEqual(m.cells[event][col].text, "EFAULT+data")
+    }
+
     func testMatrixMergesAgreeingColumnsAndLeavesAllSkippedOnesOut() throws {
         let m = CrossKernelMatrix([("debian-6.1", try fixture("debian-6.1")), ("debian-6.12", try fixture("debian-6.12"))])
         // iommufd skipped everywhere on Debian: no column; mdev-map agrees on both kernels: one.

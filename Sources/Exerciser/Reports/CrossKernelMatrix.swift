@@ -41,14 +41,20 @@ public struct CrossKernelMatrix: Sendable {
     public init(_ reports: [(name: String, report: RunReport)]) {
         runs = reports.map { ($0.name, $0.report.header.kernelRelease) }
         var order: [String] = []
-        for (_, r) in reports { for c in r.results where !order.contains(c.record.kind) { order.append(c.record.kind) } }
+        for (_, r) in reports { for c in r.results where !order.contains(Self.row(c.record)) { order.append(Self.row(c.record)) } }
         let rank = Dictionary(CaseKind.allCases.enumerated().map { ($1.rawValue, $0) }, uniquingKeysWith: { x, _ in x })
-        kinds = order.enumerated().sorted { (rank[$0.element] ?? Int.max, $0.offset) < (rank[$1.element] ?? Int.max, $1.offset) }.map(\.element)
+        // Kinds in list order, each kind's events after the kind itself, in run order.
+        let base = { (row: String) in String(row.split(separator: " ").first ?? "") }
+        kinds = order.enumerated().sorted {
+            let (a, b) = (rank[base($0.element)] ?? Int.max, rank[base($1.element)] ?? Int.max)
+            let (ea, eb) = ($0.element.contains(" × ") ? 1 : 0, $1.element.contains(" × ") ? 1 : 0)
+            return (ea, a, $0.offset) < (eb, b, $1.offset)
+        }.map(\.element)
         var cols: [(Column, [Cell])] = []
         for (name, r) in reports {
             let backends = BackendKind.allCases.map(\.rawValue).filter { b in r.results.contains { $0.record.backend == b } }
             for b in backends {
-                let col = kinds.map { k in Self.cell(r.results.filter { $0.record.backend == b && $0.record.kind == k }) }
+                let col = kinds.map { k in Self.cell(r.results.filter { $0.record.backend == b && Self.row($0.record) == k }) }
                 if col.allSatisfy({ $0.verdict == .skip }) { continue }
                 if let same = cols.firstIndex(where: { $0.1 == col }) {
                     cols[same].0.members.append((name, b))
@@ -60,6 +66,9 @@ public struct CrossKernelMatrix: Sendable {
         columns = cols.map(\.0)
         cells = kinds.indices.map { i in cols.map { $0.1[i] } }
     }
+
+    /// The row a case belongs to: its kind, or "kind × event" for a kind × event case.
+    static func row(_ r: CaseRecord) -> String { r.event.map { "\(r.kind) × \($0)" } ?? r.kind }
 
     static func cell(_ cases: [CaseResult]) -> Cell {
         guard !cases.isEmpty else { return Cell(text: "", verdict: .skip, cases: []) }
