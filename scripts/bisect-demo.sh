@@ -44,7 +44,7 @@ note ".. demo: two" "Documentation: vfio: another comment"
 note ".. demo: three" "Documentation: vfio: a third comment"
 bad=$(git rev-parse HEAD)
 echo "repository ready in $((SECONDS - start)) s; injected: $(git log -1 --format='%h %s' "$injected")"
-"$here/kernel-bisect.sh" "$tree" "$good" "$bad" --backend type1v2 --kind anon-private | tee "$work/bisect.log"
+"$here/kernel-bisect.sh" "$tree" "$good" "$bad" --backend type1v2 --kind anon-private --no-events | tee "$work/bisect.log"
 found=$(sed -n 's/^first bad commit: \([0-9a-f]*\) .*/\1/p' "$work/bisect.log")
 if [[ $(git rev-parse "$found") == "$injected" ]]; then
     echo "bisect-demo: found the injected commit $found; $((SECONDS - start)) s in all"
