@@ -3,7 +3,7 @@ import Foundation
 /// Boots a kernel in QEMU (TCG, emulated Intel IOMMU, two edu devices), runs the exerciser
 /// inside, and judges the results on the host as they stream out of the second serial port.
 public struct VMHarness {
-    public struct Config {
+    public struct Config: Sendable {
         public var kernel: String = "debian:6.1"
         /// A user's own build instead of a Debian package: bzImage plus a modules root.
         public var kernelImage: String?
