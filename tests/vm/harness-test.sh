@@ -103,6 +103,19 @@ check "both finished cases kept" test "$(jq '[.results[] | select(.verdict.kind 
 check "the panic is an incident" jqe '.incidents | map(test("Kernel panic")) | any' "$(report panic)"
 check "the case after the panic is lost" test "$(jq -r '.results[] | select(.record.id == "type1v2/hole") | .record.outcome' "$(report panic)" | cut -c1-5)" = "lost:"
 
+echo "== an oopsed guest that stops making progress is ended ~30 s after its last result, not at the timeout"
+t0=$SECONDS
+vm oops --kind anon-private --kind hole --kind prot-none --inject oops-after:1
+took=$((SECONDS - t0))
+check "exit code is 1" test "$rc" -eq 1
+check "the finished case kept its pass" test "$(verdict oops type1v2/anon-private)" = pass
+check "the unfinished cases fail as lost" test "$(jq '[.results[] | select(.record.outcome | startswith("lost"))] | length' "$(report oops)")" -eq 2
+check "the oops is named" jqe '.incidents | map(test("BUG: kernel NULL pointer dereference|Oops:")) | any' "$(report oops)"
+stall=$(jq -r '.incidents[] | capture("guest ended (?<s>[0-9]+) s after its last result: the kernel oopsed").s' "$(report oops)")
+check "the guest was ended for making no progress (${stall:-never} s after its last result)" test "${stall:-999}" -le 35
+check "not by the timeout" jqe '.incidents | map(test("timeout")) | any | not' "$(report oops)"
+check "the whole run took ${took} s, not the 300 s timeout" test "$took" -lt 150
+
 echo "== probe on the test kernel: what it says is what the guest has"
 rc=0
 $bin vm --kernel test:7.3 --out "$out/probe" --guest-script tests/vm/guest/probe.sh >"$out/probe.txt" 2>"$out/probe.err" || rc=$?

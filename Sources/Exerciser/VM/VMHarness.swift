@@ -22,6 +22,8 @@ public struct VMHarness {
         /// error before the boot.
         public var require: [String] = []
         public var timeout: Double = 300
+        /// After an oops, seconds without a new result before the guest is ended (not the whole timeout).
+        public var stallAfterOops: Double = 30
         public var kvm = false
         public var memory = "4G"
         public var extraAppend: [String] = []
@@ -155,6 +157,8 @@ public struct VMHarness {
         public var seconds: Double
         public var timedOut: Bool
         public var qemuStatus: Int32
+        /// Set when the guest was ended after an oops: seconds since its last result.
+        public var stalledAfter: Double? = nil
     }
 
     /// Builds the initramfs around `args` (one per line for the guest's /init) and boots it.
@@ -223,14 +227,25 @@ public struct VMHarness {
         let start = Date()
         try qemu.run()
         var timedOut = false
+        var stalledAfter: Double?
+        var watch = StallWatch(start: 0, limit: config.stallAfterOops)
+        var resultBytes = 0, consoleBytes = 0
         while qemu.isRunning {
             Thread.sleep(forTimeInterval: 0.2)
             let elapsed = Date().timeIntervalSince(start)
             let text = (try? String(contentsOf: results, encoding: .utf8)) ?? ""
             progress((liveProgress(text) ?? "booting \(config.kernel)") + String(format: " (%.0f s)", elapsed))
-            // The guest's own timeout first, then ours with a margin for boot.
-            if elapsed > config.timeout + 60 {
-                timedOut = true
+            if text.utf8.count != resultBytes { resultBytes = text.utf8.count; watch.progressed(at: elapsed) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: console.path)[.size] as? Int) ?? 0
+            if !watch.oopsed, size != consoleBytes {
+                consoleBytes = size
+                if Self.oopsLine((try? String(contentsOf: console, encoding: .utf8)) ?? "") != nil { watch.oopsed(at: elapsed) }
+            }
+            // The guest's own timeout first, then ours with a margin for boot; an oopsed guest that
+            // stopped producing results much sooner.
+            let stalled = watch.shouldEnd(at: elapsed)
+            if elapsed > config.timeout + 60 || stalled {
+                if stalled { stalledAfter = elapsed - watch.lastResult } else { timedOut = true }
                 qemu.terminate()
                 Thread.sleep(forTimeInterval: 2)
                 if qemu.isRunning { kill(qemu.processIdentifier, SIGKILL) }
@@ -242,13 +257,16 @@ public struct VMHarness {
         return Boot(console: (try? String(contentsOf: console, encoding: .utf8)) ?? "",
                     results: (try? String(contentsOf: results, encoding: .utf8)) ?? "",
                     consolePath: console.path, seconds: Date().timeIntervalSince(start), timedOut: timedOut,
-                    qemuStatus: qemu.terminationStatus)
+                    qemuStatus: qemu.terminationStatus, stalledAfter: stalledAfter)
     }
 
     /// Run-level problems: panics and splats on the console, a killed guest or payload.
     func incidents(_ boot: Boot) -> [String] {
         var incidents = Self.consoleIncidents(boot.console)
         if boot.timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", boot.seconds)) }
+        if let s = boot.stalledAfter {
+            incidents.append(String(format: "guest ended %.0f s after its last result: the kernel oopsed and the run made no more progress", s))
+        }
         if let rc = Self.guestExit(boot.console), rc >= 124 {
             // timeout(1) gives 124, or 128+signal when the payload died of one (143: the TERM it sent).
             incidents.append("guest payload timed out or was killed (exit \(rc)\(rc > 128 ? ", signal \(rc - 128)" : ""))")
@@ -350,10 +368,37 @@ public struct VMHarness {
         return incidents.filter { i in warn(i).map { !claimed.contains($0) } ?? true }
     }
 
+    /// The first line saying the kernel oopsed (not a WARN: the kernel carries on after one).
+    public static func oopsLine(_ text: String) -> String? {
+        text.split(whereSeparator: \.isNewline).first { l in
+            ["Oops:", "BUG:", "general protection fault", "Kernel panic", "Unable to handle kernel"].contains { l.contains($0) }
+        }.map { String($0).replacingOccurrences(of: "\r", with: "") }
+    }
+
     static func guestExit(_ text: String) -> Int? {
         text.split(whereSeparator: \.isNewline).compactMap { l -> Int? in
             guard let r = l.range(of: "VFIO-EXERCISER-EXIT ") else { return nil }
             return Int(l[r.upperBound...].prefix { $0.isNumber })
         }.last
+    }
+}
+
+/// When to end a guest whose kernel oopsed: `limit` seconds after the later of its last result
+/// and the oops, so a run that carries on after an oops (the case's child died, the rest go on)
+/// is left alone.
+public struct StallWatch: Sendable, Equatable {
+    public var lastResult: Double
+    public var oopsAt: Double?
+    public var limit: Double
+    public init(start: Double, limit: Double) {
+        lastResult = start
+        self.limit = limit
+    }
+    public var oopsed: Bool { oopsAt != nil }
+    public mutating func progressed(at t: Double) { lastResult = t }
+    public mutating func oopsed(at t: Double) { if oopsAt == nil { oopsAt = t } }
+    public func shouldEnd(at t: Double) -> Bool {
+        guard let o = oopsAt else { return false }
+        return t - max(lastResult, o) >= limit
     }
 }
