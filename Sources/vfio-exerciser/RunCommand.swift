@@ -102,7 +102,7 @@ struct Run: ParsableCommand {
                 FileHandle.standardError.write(Data("vfio-exerciser: preflight (/proc/config.gz): \(f.line)\n".utf8))
             }
         }
-        let header = RunHeader(tool: toolVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
+        let header = RunHeader(tool: fullVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
         let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
         writer?.emit(.header(header))
         var records: [CaseRecord] = []
