@@ -29,7 +29,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/$name/bin"
 strip -o "$stage/$name/bin/vfio-exerciser" "$bin"
 # The tracked files only (no build output in kmod/), as they are in the working tree.
-git ls-files -z configs kmod scripts README.md | tar -cf - --null -T - | tar -xf - -C "$stage/$name"
+git ls-files -z configs kmod kselftest scripts README.md | tar -cf - --null -T - | tar -xf - -C "$stage/$name"
 printf '%s\n' "$full" >"$stage/$name/VERSION"
 # Reproducible: fixed owner, order and times (the commit's).
 mtime=$(git log -1 --format=%ct 2>/dev/null || echo 0)

@@ -40,9 +40,20 @@ struct VM: ParsableCommand {
     @Flag(help: "Exit codes for `git bisect run`: 0 every case passed, 1 a case failed, 125 the kernel could not be tested.")
     var bisect = false
 
+    @Option(name: .customLong("guest-file"), help: ArgumentHelp("A host file put into the guest at an absolute path (repeatable).",
+                                                                valueName: "host-path:guest-path"))
+    var guestFiles: [String] = []
+
     func validate() throws {
         try validateSeconds(timeout, "--timeout")
         guard (1...1024).contains(jobs) else { throw ValidationError("--jobs \(jobs) is not between 1 and 1024") }
+        for f in guestFiles {
+            let parts = f.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/"), !parts[1].contains(":") else {
+                throw ValidationError("--guest-file \(f) is not HOST-PATH:/GUEST-PATH")
+            }
+            guard FileManager.default.isReadableFile(atPath: parts[0]) else { throw ValidationError("--guest-file: cannot read \(parts[0])") }
+        }
     }
 
     /// What one job hands back: the judged run or the script's output.
@@ -74,6 +85,10 @@ struct VM: ParsableCommand {
                                  configsDir: dir, timeout: timeout, prepared: prepared)
             c.guestArgs = guestArgs
             c.strictSkips = matrix.strictSkips
+            c.guestFiles = guestFiles.map { f in
+                let p = f.split(separator: ":", maxSplits: 1).map(String.init)
+                return (absolutePath(p[0]), p[1])
+            }
             return c
         }
         let script = guestScript.map(absolutePath)

@@ -27,6 +27,8 @@ public struct VMHarness {
         public var kvm = false
         public var memory = "4G"
         public var extraAppend: [String] = []
+        /// More files for the guest: (host path, guest path) (`--guest-file`).
+        public var guestFiles: [(String, String)] = []
         /// Appended to QEMU's command line as they are (`--qemu-arg`).
         public var extraQEMU: [String] = []
         public var device = "0000:00:03.0"
@@ -179,7 +181,7 @@ public struct VMHarness {
                        (config.configsDir + "/expectations.yaml", "/etc/vfio-exerciser/expectations.yaml")]
             + (FileManager.default.fileExists(atPath: config.configsDir + "/events.yaml")  // events (issue 13)
                ? [(config.configsDir + "/events.yaml", "/etc/vfio-exerciser/events.yaml")] : [])
-        for (src, dst) in configs + files { cmd += ["--file", src + ":" + dst] }
+        for (src, dst) in configs + config.guestFiles + files { cmd += ["--file", src + ":" + dst] }
         // The test module (kmod/) for the mixedmap kinds and the mdev backends; without it those
         // cases skip, saying the module is not loaded.
         let kmodLog = out.appendingPathComponent("kmod.log")
