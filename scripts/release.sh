@@ -1,7 +1,7 @@
 #!/bin/bash
 # release.sh [OUT_DIR] — the release tarball: the tool built with the Swift runtime linked in,
-# with configs/, the kmod/ sources and the scripts a `vm` run needs (harness, guest /init,
-# kselftest install), as vfio-exerciser-<version>-linux-<arch>.tar.gz in OUT_DIR (default out/release).
+# with configs/, the kmod/ sources, the scripts a `vm` run needs (harness, guest /init), the
+# kselftest target and the LAVA files, as vfio-exerciser-<version>-linux-<arch>.tar.gz in OUT_DIR (default out/release).
 # Prints the tarball's path. The binary needs only glibc, libstdc++ and libgcc_s from the target.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +29,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/$name/bin"
 strip -o "$stage/$name/bin/vfio-exerciser" "$bin"
 # The tracked files only (no build output in kmod/), as they are in the working tree.
-git ls-files -z configs kmod kselftest scripts README.md | tar -cf - --null -T - | tar -xf - -C "$stage/$name"
+git ls-files -z configs kmod kselftest lava scripts README.md | tar -cf - --null -T - | tar -xf - -C "$stage/$name"
 printf '%s\n' "$full" >"$stage/$name/VERSION"
 # Reproducible: fixed owner, order and times (the commit's).
 mtime=$(git log -1 --format=%ct 2>/dev/null || echo 0)

@@ -6,7 +6,8 @@ struct Root: ParsableCommand {
         commandName: "vfio-exerciser",
         abstract: "Map each kind of memory for DMA through VFIO and check what the kernel does.",
         version: fullVersion,
-        subcommands: [Run.self, VM.self, Probe.self, List.self, Bind.self, Unbind.self, ExecScript.self, Bench.self, Diff.self, MatrixCommand.self, Show.self])
+        subcommands: [Run.self, VM.self, Probe.self, List.self, Bind.self, Unbind.self, ExecScript.self, Bench.self, Diff.self, MatrixCommand.self, Show.self,
+                      LAVASignalsCommand.self])
 }
 
 /// "vfio-exerciser 0.1.0 (git 1a2b3c4d5e6f)": `--version` and the header of every report.
