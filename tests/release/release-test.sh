@@ -1,5 +1,5 @@
 #!/bin/bash
-# The release tarball (scripts/release.sh): its binary runs in a chroot holding nothing but the
+# release-test.sh [TARBALL] — the release tarball (scripts/release.sh): its binary runs in a chroot holding nothing but the
 # binary and the shared libraries it names (no Swift, no toolchain), and the unpacked tarball —
 # its binary, scripts and configs, with no Swift on PATH — runs the matrix in the test VM.
 set -uo pipefail
@@ -15,7 +15,8 @@ check() { # description, then a command that must succeed
 }
 
 t0=$SECONDS
-tarball=$(bash scripts/release.sh "$out" 2>"$out/release.log" | tail -n 1)
+tarball=${1:-}  # a tarball release.sh made already, or make one
+[[ -n $tarball ]] || tarball=$(bash scripts/release.sh "$out" 2>"$out/release.log" | tail -n 1)
 check "release.sh made a tarball ($((SECONDS - t0)) s)" test -f "$tarball"
 [[ -f $tarball ]] || { tail -n 5 "$out/release.log"; echo "$passed passed, $failed failed"; exit 1; }
 echo "  $(basename "$tarball"): $(du -k "$tarball" | cut -f1) KiB"
@@ -57,8 +58,9 @@ trap - EXIT
 
 echo "== the unpacked tarball runs the matrix in the test VM (no Swift on PATH)"
 rc=0
+abs=$PWD/$out
 (cd "$dir" && env -i HOME="$HOME" PATH=/usr/sbin:/usr/bin:/sbin:/bin ./bin/vfio-exerciser vm --kernel debian:6.1 \
-    --backend type1v2 --kind anon-private --kind hole --kind memfd --out "$PWD/$out/vm" --format json --output "$PWD/$out/vm.json") \
+    --backend type1v2 --kind anon-private --kind hole --kind memfd --out "$abs/vm" --format json --output "$abs/vm.json") \
     2>"$out/vm.err" || rc=$?
 check "exit code is 0" test "$rc" -eq 0
 check "three cases passed" test "$(jq '[.results[] | select(.verdict.kind == "pass")] | length' "$out/vm.json")" -eq 3

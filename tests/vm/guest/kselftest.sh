@@ -7,6 +7,8 @@ mkdir -p /tmp/ks && tar -xf /etc/exerciser/kselftest.tar -C /tmp/ks || exit 1
 rm -f /usr/bin/timeout
 printf '#!/bin/sh\n[ "$1" = --foreground ] && shift\nexec busybox timeout "$@"\n' >/usr/bin/timeout
 chmod +x /usr/bin/timeout
+# runner.sh appends the test's output to /dev/stdout, a link devtmpfs does not make (udev does).
+[ -e /dev/stdout ] || ln -s /proc/self/fd/1 /dev/stdout
 cd /tmp/ks || exit 1
 {
 	VFIO_EXERCISER_ARGS="--peer 0000:00:04.0 --dma-helper 0000:00:05.0" ./run_kselftest.sh -c vfio-exerciser
