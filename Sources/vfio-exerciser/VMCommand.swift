@@ -115,8 +115,12 @@ struct VM: ParsableCommand {
             }
         }
         board.clear()
-        // One kernel: its error is the command's one line (exit 2), as before.
-        if results.count == 1, case .failure(let e) = results[0] { throw e }
+        // No kernel ran: the one line of exit 2 names each kernel's reason (one kernel: its own).
+        let errors = results.compactMap { r -> UsageError? in if case .failure(let e) = r { return e } else { return nil } }
+        if errors.count == results.count, let first = errors.first {
+            if Set(errors.map(\.description)).count == 1 { throw first }
+            throw UsageError(zip(kernels, errors).map { "\($0): \($1.description)" }.joined(separator: "; "))
+        }
         if script != nil {
             // Scripts: their output in kernel order; exit 1 when any failed or could not run.
             var ok = true
