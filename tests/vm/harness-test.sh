@@ -47,9 +47,17 @@ cp configs/matrix.yaml "$cfg/"
 awk '/kind: \[anon-private, anon-shared/ { print "  - kind: anon-private\n    outcome: EFAULT\n    decided_by: \"deliberately wrong\""; sub(/anon-private, /, "") } { print }' \
     configs/expectations.yaml >"$cfg/expectations.yaml"
 
+cfg_noskips=$out/configs-noskips
+mkdir -p "$cfg_noskips"
+cp configs/matrix.yaml configs/expectations.yaml "$cfg_noskips/"
+printf 'schema: 1\nskips: []\n' >"$cfg_noskips/skips.yaml"
+tree=$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/vfio-exerciser/kernels/kernels/test-7.3-*/build 2>/dev/null | head -n1)
+
 t0=$SECONDS
 # The slowest first.
 launch probe "$out/probe.txt" $bin vm --kernel test:7.3 --out "$out/probe" --guest-script tests/vm/guest/probe.sh
+launch tree "$out/tree.out" $bin vm --kernel-tree "$tree" --out "$out/tree" --backend type1v2 --backend mdev-pin --kind anon-private \
+    --kind mixedmap-special --kind mixedmap-page --format json --output "$out/tree.json"
 vm oops --kind anon-private --kind hole --kind prot-none --inject oops-after:1
 vm hang --kind anon-private --kind hole --kind prot-none --inject hang-after:1 --timeout 20
 vm isolate --kind anon-private --kind memfd --kind bar --kind tmpfs-file --kind hole \
@@ -58,8 +66,10 @@ launch bindings "$out/bindings.ktap" $bin vm --kernel debian:6.1 --out "$out/bin
 vm wrong --configs "$cfg" --kind anon-private --kind hole
 vm wrongiova --kind anon-private --kind readonly-read --inject wrong-iova
 vm panic --kind anon-private --kind hole --kind prot-none --inject panic-after:2
+vm strict --configs "$cfg_noskips" --backend iommufd --kind anon-private --strict-skips
+vm swapprp --kind hugetlb-2M --kind anon-private --inject swap-prp
 wait
-echo "(8 guests, $jobs_max at a time: $((SECONDS - t0)) s)"
+echo "(11 guests, $jobs_max at a time: $((SECONDS - t0)) s)"
 
 echo "== a wrong expectation fails its case and only its case"
 result wrong
@@ -72,11 +82,7 @@ check "hygiene was checked and the run left nothing behind" jqe '(.hygiene | len
 check "the session's teardown is one of the hygiene checks" jqe '.hygiene | map(.name) | index("teardown-type1v2") != null' "$(report wrong)"
 
 echo "== strict skips: a skip configs/skips.yaml does not expect fails, naming the case and its reason"
-cfg=$out/configs-noskips
-mkdir -p "$cfg"
-cp configs/matrix.yaml configs/expectations.yaml "$cfg/"
-printf 'schema: 1\nskips: []\n' >"$cfg/skips.yaml"
-vm strict --configs "$cfg" --backend iommufd --kind anon-private --strict-skips
+result strict
 check "exit code is 1" test "$rc" -eq 1
 check "the unexpected skip fails" test "$(verdict strict iommufd/anon-private)" = fail
 check "its reason names the case and why it skipped" grep -q "unexpected skip of iommufd/anon-private: no /dev/iommu" "$(report strict)"
@@ -91,7 +97,7 @@ for id in type1v2/anon-private type1v2/readonly-read; do
 done
 
 echo "== two PRP entries swapped in one NVMe command: the pages land crosswise and the check fails"
-vm swapprp --kind hugetlb-2M --kind anon-private --inject swap-prp
+result swapprp
 check "exit code is 1" test "$rc" -eq 1
 for id in type1v2/hugetlb-2M type1v2/anon-private; do
     check "$id: outcome ok but verdict fail" test "$(jq -r --arg id $id '.results[] | select(.record.id == $id) | "\(.record.outcome) \(.verdict.kind)"' "$(report swapprp)")" = "ok fail"
@@ -156,10 +162,7 @@ check "each edu in its own viable group, with 4K|2M|1G IOMMU pages" \
 check "the hugepage pools the VM reserved" jqe '.hugepages["hugepages-1048576kB"] == "nr=1 free=1" and .hugepages["hugepages-2048kB"] == "nr=64 free=64"' "$out/probe.json"
 
 echo "== a built kernel tree in one command: the test kernel's, with its test module and the seed rows"
-tree=$(ls -d "${XDG_CACHE_HOME:-$HOME/.cache}"/vfio-exerciser/kernels/kernels/test-7.3-*/build 2>/dev/null | head -n1)
-rc=0
-$bin vm --kernel-tree "$tree" --out "$out/tree" --backend type1v2 --backend mdev-pin --kind anon-private \
-    --kind mixedmap-special --kind mixedmap-page --format json --output "$out/tree.json" 2>"$out/tree.err" || rc=$?
+result tree
 check "exit code is 0" test "$rc" -eq 0
 check "the test module was built against the tree and loaded" grep -q "VFIO-EXERCISER-TESTDEV" "$out/tree/tree/console.log"
 for id in type1v2/mixedmap-special mdev-pin/mixedmap-special mdev-pin/anon-private type1v2/mixedmap-page; do
