@@ -53,8 +53,11 @@ let package = Package(
                 "Exerciser",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: uapiSwift
+            swiftSettings: uapiSwift,
+            plugins: ["BuildInfo"]
         ),
+        // The git commit `--version` names (a generated BuildInfo.swift).
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         // Shared by the fuzz suites of both test targets (test targets cannot import each other).
         .target(name: "FuzzSupport", path: "Tests/FuzzSupport"),
         .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO", "FuzzSupport"], swiftSettings: uapiSwift),

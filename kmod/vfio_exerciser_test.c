@@ -55,6 +55,26 @@ static unsigned int max_mdevs = 8;
 module_param(max_mdevs, uint, 0444);
 MODULE_PARM_DESC(max_mdevs, "mdev instances that may exist at once (default 8)");
 
+/*
+ * Harness test hook: writing "oops" oopses with this module's parameter lock
+ * held (sysfs takes it around ->set), so the next write waits forever: a kernel
+ * that oopsed and stops making progress.
+ */
+static int vet_oops_set(const char *val, const struct kernel_param *kp)
+{
+	int *volatile p = NULL;
+
+	if (!sysfs_streq(val, "oops"))
+		return -EINVAL;
+	pr_emerg("oopsing on request (oops parameter)\n");
+	*p = 1;
+	return 0;
+}
+
+static const struct kernel_param_ops vet_oops_ops = { .set = vet_oops_set };
+module_param_cb(oops, &vet_oops_ops, NULL, 0200);
+MODULE_PARM_DESC(oops, "Write \"oops\" to oops on purpose (harness tests)");
+
 /* ------------------------------------------------------------------------ */
 /* 1. The misc device and its VM_MIXEDMAP mappings                          */
 /* ------------------------------------------------------------------------ */

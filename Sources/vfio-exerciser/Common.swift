@@ -184,7 +184,10 @@ struct GuestOptions: ParsableArguments {
             throw UsageError("cannot create cache directory \(cache): \(error.localizedDescription)")
         }
         guard let scripts = VMHarness.locateScripts() else { throw UsageError("cannot find scripts/fetch-kernel.sh (run from the repository)") }
-        let guest = guestBinary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        // This binary by /proc/self/exe: argv[0] is a bare name when it was found on PATH.
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let guest = guestBinary ?? me
         guard FileManager.default.isExecutableFile(atPath: guest) else { throw UsageError("guest binary \(guest) is not executable") }
         return (scripts, guest)
     }

@@ -24,7 +24,7 @@ struct Run: ParsableCommand {
         valueName: "bdf"))
     var helpers: [String] = []
 
-    /// Test hook for the harness: "panic-after:N" or "hang-after:N" cases.
+    /// Test hook for the harness: "panic-after:N", "hang-after:N" or "oops-after:N" cases.
     @Option(help: .hidden)
     var inject: String?
 
@@ -34,6 +34,17 @@ struct Run: ParsableCommand {
         case "panic-after":
             _ = try? "c".write(toFile: "/proc/sysrq-trigger", atomically: false, encoding: .utf8)
         case "hang-after":
+            while true { pause() }
+        case "oops-after":
+            // A child oopses in the test module holding its parameter lock; our own write then
+            // waits on that lock for good (or, without the module, we hang: no oops, the test fails).
+            let p = "/sys/module/vfio_exerciser_test/parameters/oops"
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: "/bin/sh")
+            child.arguments = ["-c", "echo oops >\(p)"]
+            try? child.run()
+            child.waitUntilExit()
+            _ = try? "oops".write(toFile: p, atomically: false, encoding: .utf8)
             while true { pause() }
         default:
             break
@@ -91,7 +102,7 @@ struct Run: ParsableCommand {
                 FileHandle.standardError.write(Data("vfio-exerciser: preflight (/proc/config.gz): \(f.line)\n".utf8))
             }
         }
-        let header = RunHeader(tool: toolVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
+        let header = RunHeader(tool: fullVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
         let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
         writer?.emit(.header(header))
         var records: [CaseRecord] = []

@@ -9,6 +9,8 @@ struct VM: ParsableCommand {
         Kernels: debian:6.1 (bookworm), debian:6.12 (trixie), debian:7.3 (trixie-backports), or an exact
         Debian kernel version; or your own build with --kernel-image and --modules. Results stream out of
         the guest's second serial port as each case ends, so a panic or hang keeps every finished case.
+        Several kernels boot side by side, up to --jobs at once, each in its own directory under --out;
+        the exit code is the worst of them (1 any failure, 2 a kernel that could not run, 4 all skipped).
         The guest runs the binary given by --guest-binary (default: this one; build it with
         `swift build -c release --static-swift-stdlib`).
         """)
@@ -26,6 +28,9 @@ struct VM: ParsableCommand {
     @Option(help: "Seconds before a hung guest is killed.")
     var timeout: Double = 300
 
+    @Option(help: "Guests booted at once (default: the number of cores).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
     @Option(help: .hidden)
     var inject: String?
 
@@ -35,8 +40,26 @@ struct VM: ParsableCommand {
     @Flag(help: "Exit codes for `git bisect run`: 0 every case passed, 1 a case failed, 125 the kernel could not be tested.")
     var bisect = false
 
+    @Option(name: .customLong("guest-file"), help: ArgumentHelp("A host file put into the guest at an absolute path (repeatable).",
+                                                                valueName: "host-path:guest-path"))
+    var guestFiles: [String] = []
+
     func validate() throws {
         try validateSeconds(timeout, "--timeout")
+        guard (1...1024).contains(jobs) else { throw ValidationError("--jobs \(jobs) is not between 1 and 1024") }
+        for f in guestFiles {
+            let parts = f.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/"), !parts[1].contains(":") else {
+                throw ValidationError("--guest-file \(f) is not HOST-PATH:/GUEST-PATH")
+            }
+            guard FileManager.default.isReadableFile(atPath: parts[0]) else { throw ValidationError("--guest-file: cannot read \(parts[0])") }
+        }
+    }
+
+    /// What one job hands back: the judged run or the script's output.
+    enum JobResult: Sendable {
+        case run(KernelRun)
+        case script(kernel: String, text: String, code: Int32)
     }
 
     func run() throws {
@@ -52,43 +75,95 @@ struct VM: ParsableCommand {
 
     /// The kselftest exit code of the whole run, and each kernel's bisect code.
     func runKernels() throws -> (exit: Int32, bisect: [Int32]) {
-        var bisectCodes: [Int32] = []
         let (dir, _, _) = try matrix.load()
         let prepared = try guest.prepare()
         let kernels = guest.kernels(kernel, fallback: ["debian:6.1"])
         var guestArgs = matrix.guestArguments
         if let i = inject { guestArgs += ["--inject", i] }
-        var codes: [Int32] = []
-        var summary: [String] = []
-        for k in kernels {
-            let name = k.replacingOccurrences(of: ":", with: "-")
-            var c = guest.config(kernel: k, outDir: absolutePath(out) + "/" + name, configsDir: dir, timeout: timeout, prepared: prepared)
+        let configs = kernels.map { k in
+            var c = guest.config(kernel: k, outDir: absolutePath(out) + "/" + k.replacingOccurrences(of: ":", with: "-"),
+                                 configsDir: dir, timeout: timeout, prepared: prepared)
             c.guestArgs = guestArgs
             c.strictSkips = matrix.strictSkips
-            if let script = guestScript {
-                let r = try VMHarness(config: c, progress: progress).runScript(absolutePath(script))
-                progressDone()
-                print(r.results, terminator: "")
-                for i in r.incidents { print("# incident: \(i)") }
-                codes.append(r.exitCode == 0 && r.incidents.isEmpty ? 0 : 1)
-                continue
+            c.guestFiles = guestFiles.map { f in
+                let p = f.split(separator: ":", maxSplits: 1).map(String.init)
+                return (absolutePath(p[0]), p[1])
             }
-            let outcome = try VMHarness(config: c, progress: progress).run()
-            progressDone()
-            let r = outcome.report
-            for f in ReportFormat.allCases {
-                let text = Reporter.render(r, format: f, color: false)
-                try text.write(toFile: c.outDir + "/report." + (f == .table ? "txt" : f.rawValue), atomically: true, encoding: .utf8)
-            }
-            try matrix.emit(r)
-            let line = String(format: "%@: %@ — %d passed, %d failed, %d skipped, %d xfail; QEMU start to verdict %.1f s; reports in %@",
-                              k, r.header.kernelRelease, r.count(.pass), r.count(.fail), r.count(.skip), r.count(.xfail),
-                              outcome.bootSeconds, c.outDir)
-            summary.append(line)
-            codes.append(r.exitCode)
-            bisectCodes.append(Bisect.exitCode(report: r, error: nil))
+            return c
         }
-        for s in summary { FileHandle.standardError.write(Data((s + "\n").utf8)) }
-        return (codes.contains(1) ? 1 : codes.allSatisfy { $0 == 4 } ? 4 : 0, bisectCodes)
+        let script = guestScript.map(absolutePath)
+        let board = ProgressBoard(kernels: kernels) { s in if showsProgress { FileHandle.standardError.write(Data(s.utf8)) } }
+        let start = Date()
+        let results = JobPool.run(count: configs.count, jobs: jobs) { i -> Result<JobResult, UsageError> in
+            let c = configs[i]
+            let h = VMHarness(config: c) { board.update(c.kernel, $0) }
+            do {
+                if let script {
+                    let r = try h.runScript(script)
+                    var text = r.results
+                    for inc in r.incidents { text += "# incident: \(inc)\n" }
+                    return .success(.script(kernel: c.kernel, text: text, code: r.exitCode == 0 && r.incidents.isEmpty ? 0 : 1))
+                }
+                let o = try h.run()
+                try Self.writeReports(o.report, to: c.outDir)
+                return .success(.run(KernelRun(kernel: c.kernel, result: .report(o.report, seconds: o.bootSeconds, outDir: c.outDir))))
+            } catch let e as UsageError {
+                return .failure(e)
+            } catch {
+                return .failure(UsageError(CLI.termination(for: error).stderr
+                    .replacingOccurrences(of: CLI.errorPrefix, with: "").trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+        }
+        board.clear()
+        // No kernel ran: the one line of exit 2 names each kernel's reason (one kernel: its own).
+        let errors = results.compactMap { r -> UsageError? in if case .failure(let e) = r { return e } else { return nil } }
+        if errors.count == results.count, let first = errors.first {
+            if Set(errors.map(\.description)).count == 1 { throw first }
+            throw UsageError(zip(kernels, errors).map { "\($0): \($1.description)" }.joined(separator: "; "))
+        }
+        if script != nil {
+            // Scripts: their output in kernel order; exit 1 when any failed or could not run.
+            var ok = true
+            for (k, r) in zip(kernels, results) {
+                switch r {
+                case .success(.script(_, let text, let code)):
+                    print(text, terminator: "")
+                    ok = ok && code == 0
+                case .failure(let e):
+                    FileHandle.standardError.write(Data("\(k): not run: \(e.description)\n".utf8))
+                    ok = false
+                case .success(.run):
+                    ok = false
+                }
+            }
+            return (ok ? 0 : 1, [])
+        }
+        var runs: [KernelRun] = []
+        for (k, r) in zip(kernels, results) {
+            switch r {
+            case .failure(let e): runs.append(KernelRun(kernel: k, result: .error(e.description)))
+            case .success(.script): break
+            case .success(.run(let run)):
+                if case .report(let report, _, _) = run.result { try matrix.emit(report) }
+                runs.append(run)
+            }
+        }
+        for s in VMSummary.lines(runs, wallSeconds: runs.count > 1 ? Date().timeIntervalSince(start) : nil) {
+            FileHandle.standardError.write(Data((s + "\n").utf8))
+        }
+        return (VMSummary.exitCode(runs), runs.map { run in
+            if case .report(let r, _, _) = run.result { return Bisect.exitCode(report: r, error: nil) }
+            return Bisect.skip
+        })
+    }
+
+    static func writeReports(_ r: RunReport, to dir: String) throws {
+        for f in ReportFormat.allCases {
+            let text = Reporter.render(r, format: f, color: false)
+            let path = dir + "/report." + (f == .table ? "txt" : f.rawValue)
+            do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+                throw UsageError("cannot write \(path): \(error.localizedDescription)")
+            }
+        }
     }
 }

@@ -38,4 +38,31 @@ final class HarnessTests: XCTestCase {
         ], "an unclaimed WARN and any BUG stay incidents")
         XCTAssertEqual(VMHarness.unattributed(incidents, caseLog: []), incidents, "nothing claimed: every splat is an incident")
     }
+
+    func testAnOopsedGuestIsEndedAfterTheLimitWithoutProgress() {
+        var w = StallWatch(start: 0, limit: 30)
+        w.progressed(at: 20)
+        XCTAssertFalse(w.shouldEnd(at: 200), "no oops: only the timeout ends a guest")
+        w.oopsed(at: 21)
+        XCTAssertFalse(w.shouldEnd(at: 50.9))
+        XCTAssertTrue(w.shouldEnd(at: 51), "30 s after the oops that followed the last result")
+        w.progressed(at: 45)
+        XCTAssertFalse(w.shouldEnd(at: 74), "a result after the oops restarts the clock")
+        XCTAssertTrue(w.shouldEnd(at: 75))
+        w.oopsed(at: 70)
+        XCTAssertEqual(w.oopsAt, 21, "the first oops counts")
+        var late = StallWatch(start: 0, limit: 30)
+        late.progressed(at: 10)
+        late.oopsed(at: 35)
+        XCTAssertFalse(late.shouldEnd(at: 60), "an oops long after the last result still gets its 30 s")
+        XCTAssertTrue(late.shouldEnd(at: 65))
+    }
+
+    func testOopsLines() {
+        XCTAssertNil(VMHarness.oopsLine("[ 1.0] Run /init\n[ 5.0] WARNING: CPU: 0 PID: 1 at mm/gup.c:100 foo\n"), "a WARN is no oops")
+        XCTAssertEqual(VMHarness.oopsLine("ok\r\n[ 9.1] BUG: kernel NULL pointer dereference, address: 0000000000000000\r\n[ 9.1] Oops: 0002 [#1] PREEMPT SMP NOPTI\r\n"),
+                       "[ 9.1] BUG: kernel NULL pointer dereference, address: 0000000000000000")
+        XCTAssertNotNil(VMHarness.oopsLine("[ 3.0] Oops: general protection fault, probably for non-canonical address"))
+        XCTAssertNotNil(VMHarness.oopsLine("[ 3.0] Kernel panic - not syncing: sysrq triggered crash"))
+    }
 }

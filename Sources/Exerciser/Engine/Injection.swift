@@ -5,7 +5,8 @@ import VFIO
 /// Test hooks that make a case misbehave on purpose, so the tests can prove a crash, a hang or a
 /// wrong address is reported and contained. Syntax: "WHAT:KIND[,WHAT:KIND...]", e.g.
 /// "kill:anon-private,hang:memfd,bar-fault:bar". Run-level hooks: "panic-after:N",
-/// "hang-after:N", "wrong-iova", "swap-prp" (NVMe: the first two PRP pages of a command swapped).
+/// "hang-after:N", "oops-after:N" (needs the test module), "wrong-iova", "swap-prp" (NVMe: the
+/// first two PRP pages of a command swapped).
 enum Injection {
     enum Point { case start, mapped }
 

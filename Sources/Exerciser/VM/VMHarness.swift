@@ -3,7 +3,7 @@ import Foundation
 /// Boots a kernel in QEMU (TCG, emulated Intel IOMMU, two edu devices), runs the exerciser
 /// inside, and judges the results on the host as they stream out of the second serial port.
 public struct VMHarness {
-    public struct Config {
+    public struct Config: Sendable {
         public var kernel: String = "debian:6.1"
         /// A user's own build instead of a Debian package: bzImage plus a modules root.
         public var kernelImage: String?
@@ -22,9 +22,13 @@ public struct VMHarness {
         /// error before the boot.
         public var require: [String] = []
         public var timeout: Double = 300
+        /// After an oops, seconds without a new result before the guest is ended (not the whole timeout).
+        public var stallAfterOops: Double = 30
         public var kvm = false
         public var memory = "4G"
         public var extraAppend: [String] = []
+        /// More files for the guest: (host path, guest path) (`--guest-file`).
+        public var guestFiles: [(String, String)] = []
         /// Appended to QEMU's command line as they are (`--qemu-arg`).
         public var extraQEMU: [String] = []
         public var device = "0000:00:03.0"
@@ -155,6 +159,8 @@ public struct VMHarness {
         public var seconds: Double
         public var timedOut: Bool
         public var qemuStatus: Int32
+        /// Set when the guest was ended after an oops: seconds since its last result.
+        public var stalledAfter: Double? = nil
     }
 
     /// Builds the initramfs around `args` (one per line for the guest's /init) and boots it.
@@ -175,7 +181,7 @@ public struct VMHarness {
                        (config.configsDir + "/expectations.yaml", "/etc/vfio-exerciser/expectations.yaml")]
             + (FileManager.default.fileExists(atPath: config.configsDir + "/events.yaml")  // events (issue 13)
                ? [(config.configsDir + "/events.yaml", "/etc/vfio-exerciser/events.yaml")] : [])
-        for (src, dst) in configs + files { cmd += ["--file", src + ":" + dst] }
+        for (src, dst) in configs + config.guestFiles + files { cmd += ["--file", src + ":" + dst] }
         // The test module (kmod/) for the mixedmap kinds and the mdev backends; without it those
         // cases skip, saying the module is not loaded.
         let kmodLog = out.appendingPathComponent("kmod.log")
@@ -195,7 +201,9 @@ public struct VMHarness {
         let console = out.appendingPathComponent("console.log")
         let results = out.appendingPathComponent("results.jsonl")
         for f in [console, results] { try? FileManager.default.removeItem(at: f) }
-        let append = (["console=ttyS0", "loglevel=5", "intel_iommu=on", "panic=-1", "hugepagesz=1G", "hugepages=1", "hugepagesz=2M", "hugepages=64", "secretmem.enable=1",
+        // no_timer_check: with the host busy (guests side by side), the IO-APIC timer check can miss
+        // its ticks under TCG and 6.1 panics at boot ("timer doesn't work through Interrupt-remapped IO-APIC").
+        let append = (["console=ttyS0", "loglevel=5", "intel_iommu=on", "panic=-1", "no_timer_check", "hugepagesz=1G", "hugepages=1", "hugepagesz=2M", "hugepages=64", "secretmem.enable=1",
                        "brd.rd_nr=1", "brd.rd_size=65536"] + Self.pmemAppend(memory: config.memory) + [
                        "exerciser.timeout=\(Int(config.timeout))"] + config.extraAppend).joined(separator: " ")
         let q = ["qemu-system-x86_64", "-accel", config.kvm ? "kvm" : "tcg", "-M", "q35,kernel-irqchip=split",
@@ -223,14 +231,25 @@ public struct VMHarness {
         let start = Date()
         try qemu.run()
         var timedOut = false
+        var stalledAfter: Double?
+        var watch = StallWatch(start: 0, limit: config.stallAfterOops)
+        var resultBytes = 0, consoleBytes = 0
         while qemu.isRunning {
             Thread.sleep(forTimeInterval: 0.2)
             let elapsed = Date().timeIntervalSince(start)
             let text = (try? String(contentsOf: results, encoding: .utf8)) ?? ""
             progress((liveProgress(text) ?? "booting \(config.kernel)") + String(format: " (%.0f s)", elapsed))
-            // The guest's own timeout first, then ours with a margin for boot.
-            if elapsed > config.timeout + 60 {
-                timedOut = true
+            if text.utf8.count != resultBytes { resultBytes = text.utf8.count; watch.progressed(at: elapsed) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: console.path)[.size] as? Int) ?? 0
+            if !watch.oopsed, size != consoleBytes {
+                consoleBytes = size
+                if Self.oopsLine((try? String(contentsOf: console, encoding: .utf8)) ?? "") != nil { watch.oopsed(at: elapsed) }
+            }
+            // The guest's own timeout first, then ours with a margin for boot; an oopsed guest that
+            // stopped producing results much sooner.
+            let stalled = watch.shouldEnd(at: elapsed)
+            if elapsed > config.timeout + 60 || stalled {
+                if stalled { stalledAfter = elapsed - watch.lastResult } else { timedOut = true }
                 qemu.terminate()
                 Thread.sleep(forTimeInterval: 2)
                 if qemu.isRunning { kill(qemu.processIdentifier, SIGKILL) }
@@ -242,13 +261,16 @@ public struct VMHarness {
         return Boot(console: (try? String(contentsOf: console, encoding: .utf8)) ?? "",
                     results: (try? String(contentsOf: results, encoding: .utf8)) ?? "",
                     consolePath: console.path, seconds: Date().timeIntervalSince(start), timedOut: timedOut,
-                    qemuStatus: qemu.terminationStatus)
+                    qemuStatus: qemu.terminationStatus, stalledAfter: stalledAfter)
     }
 
     /// Run-level problems: panics and splats on the console, a killed guest or payload.
     func incidents(_ boot: Boot) -> [String] {
         var incidents = Self.consoleIncidents(boot.console)
         if boot.timedOut { incidents.append(String(format: "guest killed after %.0f s (timeout)", boot.seconds)) }
+        if let s = boot.stalledAfter {
+            incidents.append(String(format: "guest ended %.0f s after its last result: the kernel oopsed and the run made no more progress", s))
+        }
         if let rc = Self.guestExit(boot.console), rc >= 124 {
             // timeout(1) gives 124, or 128+signal when the payload died of one (143: the TERM it sent).
             incidents.append("guest payload timed out or was killed (exit \(rc)\(rc > 128 ? ", signal \(rc - 128)" : ""))")
@@ -308,7 +330,8 @@ public struct VMHarness {
         }
         guard let header = stream.header else {
             let setup = boot.console.split(whereSeparator: \.isNewline).filter { $0.contains("VFIO-EXERCISER-SETUP-ERROR") || $0.contains("error:") }
-            throw UsageError("the guest produced no results" + (setup.first.map { ": \($0)" } ?? "") + " (console: \(boot.consolePath))")
+            let why = Self.oopsLine(boot.console).map { ": \($0.trimmingCharacters(in: .whitespaces))" } ?? setup.first.map { ": \($0)" } ?? ""
+            throw UsageError("the guest produced no results" + why + " (console: \(boot.consolePath))")
         }
         let expectations = try Expectations.load(config.configsDir + "/expectations.yaml")
         let skips = config.strictSkips ? try ExpectedSkips.load(config.configsDir + "/skips.yaml") : nil
@@ -350,10 +373,37 @@ public struct VMHarness {
         return incidents.filter { i in warn(i).map { !claimed.contains($0) } ?? true }
     }
 
+    /// The first line saying the kernel oopsed (not a WARN: the kernel carries on after one).
+    public static func oopsLine(_ text: String) -> String? {
+        text.split(whereSeparator: \.isNewline).first { l in
+            ["Oops:", "BUG:", "general protection fault", "Kernel panic", "Unable to handle kernel"].contains { l.contains($0) }
+        }.map { String($0).replacingOccurrences(of: "\r", with: "") }
+    }
+
     static func guestExit(_ text: String) -> Int? {
         text.split(whereSeparator: \.isNewline).compactMap { l -> Int? in
             guard let r = l.range(of: "VFIO-EXERCISER-EXIT ") else { return nil }
             return Int(l[r.upperBound...].prefix { $0.isNumber })
         }.last
+    }
+}
+
+/// When to end a guest whose kernel oopsed: `limit` seconds after the later of its last result
+/// and the oops, so a run that carries on after an oops (the case's child died, the rest go on)
+/// is left alone.
+public struct StallWatch: Sendable, Equatable {
+    public var lastResult: Double
+    public var oopsAt: Double?
+    public var limit: Double
+    public init(start: Double, limit: Double) {
+        lastResult = start
+        self.limit = limit
+    }
+    public var oopsed: Bool { oopsAt != nil }
+    public mutating func progressed(at t: Double) { lastResult = t }
+    public mutating func oopsed(at t: Double) { if oopsAt == nil { oopsAt = t } }
+    public func shouldEnd(at t: Double) -> Bool {
+        guard let o = oopsAt else { return false }
+        return t - max(lastResult, o) >= limit
     }
 }
