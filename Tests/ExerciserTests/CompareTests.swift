@@ -50,14 +50,14 @@ final class CompareTests: XCTestCase {
         var ev = try XCTUnwrap(r.results.first { $0.record.id == "type1v2/anon-private" })
         ev.record.id += "+fork-parent-writes"
         ev.record.event = "fork-parent-writes"
-        ev.record.outcome = .errno("EFAULT")
+        ev.record.observations = ["event": "ok", "device_write": "seen", "cpu_write": "seen", "child_sees": "stale"]
         r.results.insert(ev, at: 0)
         let m = CrossKernelMatrix([("k", r)])
         XCTAssertEqual(m.kinds.last, "anon-private × fork-parent-writes")
         let plain = try XCTUnwrap(m.kinds.firstIndex(of: "anon-private")), event = m.kinds.count - 1
         let col = try XCTUnwrap(m.columns.firstIndex { $0.members.contains { $0.backend == "type1v2" } })
         XCTAssertEqual(m.cells[plain][col].text, "ok+data")
-        XCTAssertEqual(m.cells[event][col].text, "EFAULT+data")
+        XCTAssertEqual(m.cells[event][col].text, "seen/seen child:stale")
     }
 
     func testMatrixMergesAgreeingColumnsAndLeavesAllSkippedOnesOut() throws {

@@ -67,6 +67,19 @@ public struct CrossKernelMatrix: Sendable {
         cells = kinds.indices.map { i in cols.map { $0.1[i] } }
     }
 
+    /// What each side saw after the event: "device_write/cpu_write" (the process's view of the
+    /// device's write, the device's of the process's), the child's after a fork, and the event's
+    /// own result when it was not ok.
+    static func eventText(_ o: [String: String], outcome: Outcome) -> String {
+        guard outcome == .ok else { return outcome.description }
+        var s = "\(o["device_write"] ?? "·")/\(o["cpu_write"] ?? "·")"
+        // After a fork: what the child saw of the device's write / what the device read of the child's.
+        let child = [o["child_sees"], o["child_write"]].compactMap { $0 }
+        if !child.isEmpty { s += " child:" + child.joined(separator: "/") }
+        if let e = o["event"], e != "ok" { s = "\(e) " + s }
+        return s
+    }
+
     /// The row a case belongs to: its kind, or "kind × event" for a kind × event case.
     static func row(_ r: CaseRecord) -> String { r.event.map { "\(r.kind) × \($0)" } ?? r.kind }
 
@@ -76,6 +89,7 @@ public struct CrossKernelMatrix: Sendable {
         guard !ran.isEmpty else { return Cell(text: "-", verdict: .skip, cases: cases) }
         let parts = cases.map { c -> String in
             if c.verdict.kind == .skip { return "-" }
+            if c.record.event != nil, let o = c.record.observations { return eventText(o, outcome: c.record.outcome) }
             var s = c.record.outcome.description
             if c.record.properties["data"]?.hasPrefix("ok") == true { s += "+data" }
             return s
