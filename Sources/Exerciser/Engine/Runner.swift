@@ -27,29 +27,37 @@ struct Runner {
 
     // MARK: region kinds
 
-    func runRegion() -> CaseRecord {
-        var rec = Self.record(planned, iova: 0, outcome: .ok)
+    /// The case's region and an IOVA for it; nil with `rec` saying why (a skip) when either is
+    /// missing. The region is released again if no IOVA is left.
+    func buildRegion(instance: String?, _ rec: inout CaseRecord) -> (Region, UInt64)? {
         guard let backing = Backings.backing(for: planned.kind) else {
             rec.outcome = .skip("no backing for \(planned.kind.rawValue)")
-            return rec
+            return nil
         }
         let o = session.options
         var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
         ctx.peer = session.peer
         let region: Region
         do {
-            region = try backing.build(size: planned.size, instance: planned.instance, context: ctx)
+            region = try backing.build(size: planned.size, instance: instance, context: ctx)
         } catch {
             rec.outcome = .skip("\(error)")
-            return rec
+            return nil
         }
         rec.size = region.size
         rec.properties = region.properties
         guard let iova = session.iova.allocate(region.size) else {
             rec.outcome = .skip("no free IOVA for \(formatSize(region.size))")
             rec.cleanupOK = region.release()
-            return rec
+            return nil
         }
+        rec.iova = iova
+        return (region, iova)
+    }
+
+    func runRegion() -> CaseRecord {
+        var rec = Self.record(planned, iova: 0, outcome: .ok)
+        guard let (region, iova) = buildRegion(instance: planned.instance, &rec) else { return rec }
         rec.iova = iova
         let acctBefore = Accounting.read()
         let t0 = monotonicNanos()

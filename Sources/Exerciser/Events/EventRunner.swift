@@ -291,28 +291,9 @@ extension Runner {
             rec.outcome = .skip("event cases need the NVMe data-check engine (every page, both directions): \(session.dmaUnavailable)")
             return rec
         }
-        guard let backing = Backings.backing(for: planned.kind) else {
-            rec.outcome = .skip("no backing for \(planned.kind.rawValue)")
-            return rec
-        }
-        let o = session.options
-        var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
-        ctx.peer = session.peer
         // Locked memory before anything is built: mlock and the events themselves change it too.
         let acctStart = Accounting.read()
-        let region: Region
-        do { region = try backing.build(size: planned.size, instance: nil, context: ctx) } catch {
-            rec.outcome = .skip("\(error)")
-            return rec
-        }
-        rec.size = region.size
-        rec.properties = region.properties
-        guard let iova = session.iova.allocate(region.size) else {
-            rec.outcome = .skip("no free IOVA for \(formatSize(region.size))")
-            rec.cleanupOK = region.release()
-            return rec
-        }
-        rec.iova = iova
+        guard let (region, iova) = buildRegion(instance: nil, &rec) else { return rec }
         let world: RealEventWorld
         do { world = try RealEventWorld(session: session, planned: planned, region: region, iova: iova, engine: engine) } catch {
             rec.outcome = .skip("\(error)")
