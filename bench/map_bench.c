@@ -7,6 +7,7 @@
  * region (so transparent huge pages cover it alike), then W warm-up and up to N timed
  * VFIO_IOMMU_MAP_DMA + VFIO_IOMMU_UNMAP_DMA pairs at one IOVA, each call timed alone with
  * CLOCK_MONOTONIC; the loop stops early once it has M samples and has run for B seconds.
+ * getrusage(RUSAGE_THREAD) around the timed pairs gives their user and system CPU time.
  *
  *   map_bench --device BDF [--backend B]... --size BYTES[@OFFSET]...
  *             [--reps N] [--warmup W] [--min-reps M] [--budget B] [--iova ADDR]
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +42,14 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* User and system CPU time of this thread, µs. */
+static void thread_cpu(double *user, double *sys) {
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    *user = ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec;
+    *sys = ru.ru_stime.tv_sec * 1e6 + ru.ru_stime.tv_usec;
 }
 
 static void die(const char *msg) {
@@ -225,8 +235,10 @@ int main(int argc, char **argv) {
             const char *err = NULL;
             int err_no = 0;
             uint64_t start = 0;
+            double user0 = 0, sys0 = 0, user1, sys1;
+            thread_cpu(&user0, &sys0);
             for (i = 0; i < warmup + reps; i++) {
-                if (i == warmup) start = now_ns();
+                if (i == warmup) { start = now_ns(); thread_cpu(&user0, &sys0); }
                 struct vfio_iommu_type1_dma_map m = {
                     .argsz = sizeof m, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
                     .vaddr = (uintptr_t)p, .iova = iova, .size = size,
@@ -248,6 +260,7 @@ int main(int argc, char **argv) {
                     if (got >= min_reps && (double)(now_ns() - start) / 1e9 > budget) break;
                 }
             }
+            thread_cpu(&user1, &sys1);
             munmap(p, size);
             if (err) {
                 printf("\"status\":\"error\",\"reason\":");
@@ -256,8 +269,8 @@ int main(int argc, char **argv) {
                 printf("}");
                 continue;
             }
-            printf("\"status\":\"ok\",\"vaddr_offset\":%llu,\"anon_huge_kb\":%ld,\"warmup\":%llu,",
-                   (unsigned long long)((uintptr_t)p % HUGE_2M), thp, (unsigned long long)warmup);
+            printf("\"status\":\"ok\",\"vaddr_offset\":%llu,\"anon_huge_kb\":%ld,\"warmup\":%llu,\"user_us\":%.0f,\"sys_us\":%.0f,",
+                   (unsigned long long)((uintptr_t)p % HUGE_2M), thp, (unsigned long long)warmup, user1 - user0, sys1 - sys0);
             print_samples("map_ns", map_ns, (int)got);
             printf(",");
             print_samples("unmap_ns", unmap_ns, (int)got);
