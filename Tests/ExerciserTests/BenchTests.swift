@@ -49,17 +49,17 @@ final class BenchTests: XCTestCase {
     // MARK: - The tool's own cost
 
     static func block(_ side: BenchSide, round: Int, size: UInt64 = 4096, backend: String = "type1v2", map: [UInt64], unmap: [UInt64]? = nil,
-                      user: Double? = nil, system: Double? = nil, thp: String? = "0", status: BenchPoint.Status = .ok) -> RoundSample {
+                      user: Double? = nil, system: Double? = nil, cpu: Double? = nil, thp: String? = "0", status: BenchPoint.Status = .ok) -> RoundSample {
         RoundSample(backend: backend, size: size, round: round, side: side, order: 0, status: status, mapNanos: map, unmapNanos: unmap ?? map,
-                    userMicros: user, systemMicros: system, anonHugeKB: thp)
+                    userMicros: user, systemMicros: system, cpuMicros: cpu, anonHugeKB: thp)
     }
 
     func testComparisonPairsSwiftAndCBlocksOfTheSameRound() throws {
         let samples = [
-            Self.block(.swift, round: 0, map: [110, 100, 120], unmap: [50], user: 100, system: 400),
-            Self.block(.c, round: 0, map: [100, 90, 110], unmap: [50], user: 40, system: 400),
-            Self.block(.c, round: 1, map: [200, 200, 200], unmap: [100], user: 20, system: 200, thp: "2048"),
-            Self.block(.swift, round: 1, map: [220, 220, 220], unmap: [100], user: 60, system: 200),
+            Self.block(.swift, round: 0, map: [110, 100, 120], unmap: [50], user: 100, system: 400, cpu: 480),
+            Self.block(.c, round: 0, map: [100, 90, 110], unmap: [50], user: 40, system: 400, cpu: 440),
+            Self.block(.c, round: 1, map: [200, 200, 200], unmap: [100], user: 20, system: 200, cpu: 240, thp: "2048"),
+            Self.block(.swift, round: 1, map: [220, 220, 220], unmap: [100], user: 60, system: 200, cpu: 248),
             Self.block(.swift, round: 2, map: [999], unmap: [999], user: 999),  // its C block failed: not paired
             Self.block(.c, round: 2, map: [], status: .error),
         ]
@@ -79,6 +79,9 @@ final class BenchTests: XCTestCase {
         XCTAssertTrue(u.low >= 10 && u.high <= 15, "\(u)")
         XCTAssertEqual(try XCTUnwrap(r.swiftUser), (100 + 60 + 999) / 10.0, accuracy: 1e-9, "per call over every Swift block")
         XCTAssertEqual(try XCTUnwrap(r.cSystem), 600 / 8.0, accuracy: 1e-9)
+        // Exact CPU: (480 − 440) / 4 = 10 and (248 − 240) / 4 = 2 µs per call; the errored round has no CPU figure.
+        XCTAssertEqual(try XCTUnwrap(r.cpuOverhead).estimate, 6, accuracy: 1e-9)
+        XCTAssertNil(r.swiftCPU, "a Swift block without a CPU reading: no per-call figure rather than a wrong one")
         XCTAssertEqual(r.thpDiffer, 1)
     }
 
@@ -99,10 +102,11 @@ final class BenchTests: XCTestCase {
     }
 
     func testCHelperOutputCarriesItsCPUTime() throws {
-        let json = #"{"schema":"vfio-exerciser-map-bench/1","kernel":"6.1","points":[{"backend":"type1","kind":"anon-private","size":4096,"status":"ok","vaddr_offset":0,"anon_huge_kb":0,"warmup":2,"user_us":12,"sys_us":480,"map_ns":[5,6],"unmap_ns":[3,4]}]}"#
+        let json = #"{"schema":"vfio-exerciser-map-bench/1","kernel":"6.1","points":[{"backend":"type1","kind":"anon-private","size":4096,"status":"ok","vaddr_offset":0,"anon_huge_kb":0,"warmup":2,"user_us":12,"sys_us":480,"cpu_us":500.5,"map_ns":[5,6],"unmap_ns":[3,4]}]}"#
         let p = try XCTUnwrap(BenchRunner.parseCHelper(Data(json.utf8)).first)
         XCTAssertEqual(p.userMicros, 12)
         XCTAssertEqual(p.systemPerCall, 120, "480 µs over 2 maps + 2 unmaps")
+        XCTAssertEqual(p.cpuPerCall ?? 0, 125.125, accuracy: 1e-9)
     }
 
     // MARK: - Baseline comparison

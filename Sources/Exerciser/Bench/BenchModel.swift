@@ -92,10 +92,13 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     /// User and system CPU time of the thread over the timed pairs (getrusage RUSAGE_THREAD), µs.
     public var userMicros: Double?
     public var systemMicros: Double?
+    /// Their exact sum (CLOCK_THREAD_CPUTIME_ID); the split itself is tick-sampled.
+    public var cpuMicros: Double?
 
     public init(backend: String, kind: String, source: String = "swift", size: UInt64, status: Status = .ok, reason: String? = nil,
                 warmup: Int = 0, mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], properties: [String: String] = [:],
-                seconds: Double? = nil, userMicros: Double? = nil, systemMicros: Double? = nil) {
+                seconds: Double? = nil, userMicros: Double? = nil, systemMicros: Double? = nil, cpuMicros: Double? = nil) {
+        self.cpuMicros = cpuMicros
         self.backend = backend
         self.kind = kind
         self.source = source
@@ -129,6 +132,7 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     /// CPU µs per ioctl (a map or an unmap: the pair's time halved).
     public var userPerCall: Double? { perCall(userMicros) }
     public var systemPerCall: Double? { perCall(systemMicros) }
+    public var cpuPerCall: Double? { perCall(cpuMicros) }
     func perCall(_ total: Double?) -> Double? {
         guard let total, mapNanos.count > 0 else { return nil }
         return total / Double(2 * mapNanos.count)
@@ -204,11 +208,13 @@ public struct RoundSample: Codable, Equatable, Sendable {
     public var unmapNanos: [UInt64]
     public var userMicros: Double?
     public var systemMicros: Double?
+    public var cpuMicros: Double?
     public var anonHugeKB: String?
 
     public init(backend: String, size: UInt64, round: Int, side: BenchSide, order: Int, status: BenchPoint.Status = .ok, reason: String? = nil,
                 mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], userMicros: Double? = nil, systemMicros: Double? = nil,
-                anonHugeKB: String? = nil) {
+                cpuMicros: Double? = nil, anonHugeKB: String? = nil) {
+        self.cpuMicros = cpuMicros
         self.backend = backend
         self.size = size
         self.round = round
@@ -244,9 +250,12 @@ public struct ComparisonRow: Codable, Equatable, Sendable {
     public var swiftSystem: Double?
     public var cUser: Double?
     public var cSystem: Double?
-    /// Swift − C user µs per call, paired per round.
+    public var swiftCPU: Double?
+    public var cCPU: Double?
+    /// Swift − C µs per call, paired per round: user and system (tick-sampled), their exact sum.
     public var userOverhead: Interval?
     public var systemOverhead: Interval?
+    public var cpuOverhead: Interval?
     /// Rounds whose two regions got different AnonHugePages.
     public var thpDiffer: Int
 
@@ -285,7 +294,8 @@ public struct ComparisonRow: Codable, Equatable, Sendable {
                                      mapVerdict: m.map(RatioVerdict.init), unmapVerdict: u.map(RatioVerdict.init),
                                      swiftUser: perCall(.swift) { $0.userMicros }, swiftSystem: perCall(.swift) { $0.systemMicros },
                                      cUser: perCall(.c) { $0.userMicros }, cSystem: perCall(.c) { $0.systemMicros },
-                                     userOverhead: diff { $0.userMicros }, systemOverhead: diff { $0.systemMicros },
+                                     swiftCPU: perCall(.swift) { $0.cpuMicros }, cCPU: perCall(.c) { $0.cpuMicros },
+                                     userOverhead: diff { $0.userMicros }, systemOverhead: diff { $0.systemMicros }, cpuOverhead: diff { $0.cpuMicros },
                                      thpDiffer: pairs.filter { $0.s.anonHugeKB != $0.c.anonHugeKB }.count))
         }
         return out
@@ -304,8 +314,10 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
     /// The widest interval (high / low), where.
     public var widest: Double
     public var widestAt: String
-    /// User µs per call Swift − C, pooled over every round of every point.
+    /// µs per call Swift − C, pooled over every round of every point: user (tick-sampled) and
+    /// all CPU (exact).
     public var userOverhead: Interval?
+    public var cpuOverhead: Interval?
 
     public enum Verdict: String, Codable, Sendable {
         case met = "within the 5 % target"
@@ -327,15 +339,19 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
         let w = all.max { $0.0.high / $0.0.low < $1.0.high / $1.0.low }!
         widest = w.0.high / w.0.low
         widestAt = w.1
-        // Per (backend, size, round): Swift − C user µs per call.
-        var d: [Double] = []
+        // Per (backend, size, round): Swift − C µs per call.
         let ok = samples.filter { $0.status == .ok && $0.calls > 0 }
-        for s in ok where s.side == .swift {
-            guard let c = ok.first(where: { $0.side == .c && $0.backend == s.backend && $0.size == s.size && $0.round == s.round }),
-                  let a = s.userMicros, let b = c.userMicros else { continue }
-            d.append(a / Double(s.calls) - b / Double(c.calls))
+        func pooled(_ f: (RoundSample) -> Double?) -> Interval? {
+            var d: [Double] = []
+            for s in ok where s.side == .swift {
+                guard let c = ok.first(where: { $0.side == .c && $0.backend == s.backend && $0.size == s.size && $0.round == s.round }),
+                      let a = f(s), let b = f(c) else { continue }
+                d.append(a / Double(s.calls) - b / Double(c.calls))
+            }
+            return Bootstrap.mean(d, seed: seed)
         }
-        userOverhead = Bootstrap.mean(d, seed: seed)
+        userOverhead = pooled { $0.userMicros }
+        cpuOverhead = pooled { $0.cpuMicros }
     }
 }
 
@@ -492,7 +508,7 @@ public struct BenchRun: Codable, Equatable, Sendable {
                 let xs = samples.filter { $0.side == .c && $0.status == .ok && $0.backend == k.backend && $0.size == k.size }
                 pts.append(BenchPoint(backend: k.backend, kind: k.kind, source: "c", size: k.size, mapNanos: xs.flatMap(\.mapNanos),
                                       unmapNanos: xs.flatMap(\.unmapNanos), userMicros: xs.compactMap(\.userMicros).reduce(0, +),
-                                      systemMicros: xs.compactMap(\.systemMicros).reduce(0, +)))
+                                      systemMicros: xs.compactMap(\.systemMicros).reduce(0, +), cpuMicros: xs.compactMap(\.cpuMicros).reduce(0, +)))
             }
             cHelper?.points = pts
         }

@@ -85,14 +85,14 @@ public enum BenchText {
 
     /// One row per point: n, map and unmap p50/p99/max, throughput at the median, CPU µs per call.
     public static func table(_ run: BenchRun) -> String {
-        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "user µs", "sys µs", "notes"]]
+        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "CPU µs", "user", "sys", "notes"]]
         for p in run.points {
             rows.append([p.backend, p.kind, formatSize(p.size), p.map.map { String($0.count) } ?? "-",
                          duration(p.map?.p50), duration(p.map?.p99), duration(p.map?.max), gibps(p.mapGiBps),
                          duration(p.unmap?.p50), duration(p.unmap?.p99), duration(p.unmap?.max), gibps(p.unmapGiBps),
-                         micros(p.userPerCall), micros(p.systemPerCall), notes(p)])
+                         micros(p.cpuPerCall), micros(p.userPerCall), micros(p.systemPerCall), notes(p)])
         }
-        return columns(rows, rightAligned: Set(2...13)) + "user/sys µs: the thread's CPU time per call (map or unmap) over the timed pairs, getrusage(RUSAGE_THREAD); the kernel splits it by tick sampling\n"
+        return columns(rows, rightAligned: Set(2...14)) + "CPU µs: the thread's CPU time per call (map or unmap) over the timed pairs, exact (CLOCK_THREAD_CPUTIME_ID); user / sys: its split by getrusage(RUSAGE_THREAD), which the kernel samples by the tick (4 ms at HZ=250): statistical, not exact, for short points\n"
     }
 
     /// Swift vs C, alternating: ratio intervals, the CPU split and the verdict against the target.
@@ -105,19 +105,24 @@ public enum BenchText {
             + "ratio = Swift / C of the block medians, paired per round: geometric mean [95 % bootstrap interval over rounds]\n"
         if let e = h.error { out += "C helper error: \(e)\n" }
         guard let rows = run.comparison, !rows.isEmpty else { return out + "no point measured by both\n" }
-        var t = [["backend", "size", "rounds", "map ratio", "", "unmap ratio", "", "user µs S/C", "Swift−C user µs/call", "sys µs S/C", "notes"]]
+        var t = [["backend", "size", "rounds", "map ratio", "", "unmap ratio", "", "CPU µs/call S/C", "Swift−C CPU µs/call", "user S/C", "sys S/C", "Swift−C user", "notes"]]
         for r in rows {
             t.append([r.backend, formatSize(r.size), String(r.rounds), interval(r.map), r.mapVerdict?.rawValue ?? "-",
                       interval(r.unmap), r.unmapVerdict?.rawValue ?? "-",
-                      "\(micros(r.swiftUser))/\(micros(r.cUser))", interval(r.userOverhead, "%+.2f"),
-                      "\(micros(r.swiftSystem))/\(micros(r.cSystem))", r.thpDiffer > 0 ? "THP differs in \(r.thpDiffer) rounds" : ""])
+                      "\(micros(r.swiftCPU))/\(micros(r.cCPU))", interval(r.cpuOverhead, "%+.2f"),
+                      "\(micros(r.swiftUser))/\(micros(r.cUser))", "\(micros(r.swiftSystem))/\(micros(r.cSystem))", interval(r.userOverhead, "%+.2f"),
+                      r.thpDiffer > 0 ? "THP differs in \(r.thpDiffer) rounds" : ""])
         }
-        out += columns(t, rightAligned: [1, 2, 3, 5, 7, 8, 9])
+        out += columns(t, rightAligned: [1, 2, 3, 5, 7, 8, 9, 10, 11])
+        out += "CPU µs/call: exact thread CPU time (CLOCK_THREAD_CPUTIME_ID) over the timed pairs per call; user/sys: its getrusage split, tick-sampled (statistical)\n"
         if let sum = run.overheadSummary {
             out += "\(sum.intervals) ratio intervals: \(sum.notDistinguishable) not distinguishable from 1; against ≤ \(String(format: "%.2f", OverheadSummary.target)): "
                 + "\(sum.within) within, \(sum.over) over, \(sum.undecided) straddle it (noise too large to judge); widest interval ×\(String(format: "%.2f", sum.widest)) (\(sum.widestAt))\n"
+            if let u = sum.cpuOverhead {
+                out += "CPU time the tool adds per call (Swift − C, exact, all rounds): \(interval(u, "%+.2f")) µs\n"
+            }
             if let u = sum.userOverhead {
-                out += "user CPU the tool adds per call (Swift − C, all rounds): \(interval(u, "%+.2f")) µs\n"
+                out += "of which user time (Swift − C, tick-sampled, all rounds): \(interval(u, "%+.2f")) µs\n"
             }
             out += "overhead: \(sum.verdict.rawValue)\n"
         }
@@ -138,18 +143,19 @@ public enum BenchText {
         guard !pts.isEmpty else { return "" }
         let s = run.settings
         var out = "guest-sized maps: guest RAM laid out as q35 does (max-ram-below-4g \(formatSize(s.guestBelow4G ?? 0))), one MAP_DMA per RAM slot at IOVA = guest physical, \(s.guestBackend ?? "-"); time for the whole guest\n"
-        var rows = [["backing", "guest RAM", "slots", "n", "map p50", "per GiB", "unmap p50", "per GiB", "user µs", "sys µs", "notes"]]
+        var rows = [["backing", "guest RAM", "slots", "n", "map p50", "per GiB", "unmap p50", "per GiB", "CPU µs", "user", "sys", "notes"]]
         for p in pts {
             let gib = Double(p.size) / Double(1 << 30)
             rows.append([p.kind.replacingOccurrences(of: "guest-", with: ""), formatSize(p.size),
                          p.properties["slots"].map { String($0.split(separator: " ").count) } ?? "-", p.map.map { String($0.count) } ?? "-",
                          duration(p.map?.p50), duration(p.map.map { UInt64(Double($0.p50) / gib) }),
                          duration(p.unmap?.p50), duration(p.unmap.map { UInt64(Double($0.p50) / gib) }),
+                         micros(p.cpuMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
                          micros(p.userMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }), micros(p.systemMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
                          p.status == .ok ? (p.properties["slots"] ?? "") : "\(p.status.rawValue): \(p.reason ?? "")"])
         }
-        out += columns(rows, rightAligned: Set(1...9))
-        out += "user/sys µs: per whole-guest map+unmap\n"
+        out += columns(rows, rightAligned: Set(1...10))
+        out += "CPU / user / sys µs: per whole-guest map+unmap\n"
         for k in BenchOptions.guestKinds {
             let ok = pts.filter { $0.kind == k && $0.status == .ok }
             let xs = ok.map { Double($0.size) / Double(1 << 30) }

@@ -351,7 +351,7 @@ public final class BenchRunner {
         }
         let cpu = ThreadCPU.now() - cpu0
         var p = point(.ok, nil, map: mapNs, unmap: unmapNs, props: props)
-        (p.userMicros, p.systemMicros) = (cpu.user, cpu.system)
+        (p.userMicros, p.systemMicros, p.cpuMicros) = (cpu.user, cpu.system, cpu.total)
         return p
     }
 
@@ -370,6 +370,7 @@ public final class BenchRunner {
             var unmap_ns: [UInt64]?
             var user_us: Double?
             var sys_us: Double?
+            var cpu_us: Double?
         }
         var schema: String
         var kernel: String
@@ -386,7 +387,7 @@ public final class BenchRunner {
             return BenchPoint(backend: p.backend, kind: p.kind, source: "c", size: p.size,
                               status: p.status == "ok" ? .ok : .error, reason: p.reason, warmup: p.warmup ?? 0,
                               mapNanos: p.map_ns ?? [], unmapNanos: p.unmap_ns ?? [], properties: props,
-                              userMicros: p.user_us, systemMicros: p.sys_us)
+                              userMicros: p.user_us, systemMicros: p.sys_us, cpuMicros: p.cpu_us)
         }
     }
 
@@ -458,6 +459,8 @@ public final class BenchRunner {
         defer { m.unmap() }
         r.anonHugeKB = Mem.smaps(for: m.address)["AnonHugePages"]?.split(separator: " ").first.map(String.init)
         let c = session.space, iova = options.iova
+        r.mapNanos.reserveCapacity(options.roundPairs)
+        r.unmapNanos.reserveCapacity(options.roundPairs)
         var cpu0 = ThreadCPU.now()
         for i in 0..<(options.warmup + options.roundPairs) {
             if i == options.warmup { cpu0 = ThreadCPU.now() }
@@ -475,7 +478,7 @@ public final class BenchRunner {
             }
         }
         let cpu = ThreadCPU.now() - cpu0
-        (r.userMicros, r.systemMicros) = (cpu.user, cpu.system)
+        (r.userMicros, r.systemMicros, r.cpuMicros) = (cpu.user, cpu.system, cpu.total)
         return r
     }
 
@@ -495,7 +498,7 @@ public final class BenchRunner {
         guard x.status == 0 else { return fail("exit \(x.status)" + (err.isEmpty ? "" : ": \(err)")) }
         guard let p = try? Self.parseCHelper(x.stdout).first else { return fail("unreadable output") }
         guard p.status == .ok else { return fail(p.reason ?? "error") }
-        (r.mapNanos, r.unmapNanos, r.userMicros, r.systemMicros) = (p.mapNanos, p.unmapNanos, p.userMicros, p.systemMicros)
+        (r.mapNanos, r.unmapNanos, r.userMicros, r.systemMicros, r.cpuMicros) = (p.mapNanos, p.unmapNanos, p.userMicros, p.systemMicros, p.cpuMicros)
         r.anonHugeKB = p.properties["anon_huge_kb"]
         return (r, line)
     }
@@ -598,22 +601,28 @@ public final class BenchRunner {
         }
         let cpu = ThreadCPU.now() - cpu0
         return BenchPoint(backend: backend.rawValue, kind: kind, size: size, warmup: options.warmup, mapNanos: mapNs, unmapNanos: unmapNs,
-                          properties: props, userMicros: cpu.user, systemMicros: cpu.system)
+                          properties: props, userMicros: cpu.user, systemMicros: cpu.system, cpuMicros: cpu.total)
     }
 }
 
-/// The calling thread's user and system CPU time (getrusage RUSAGE_THREAD), µs. The kernel
-/// splits it by tick sampling: precise in sum, statistical per side.
+/// The calling thread's CPU time, µs: the exact total (CLOCK_THREAD_CPUTIME_ID) and its user /
+/// system split (getrusage RUSAGE_THREAD), which the kernel samples by the tick: over a short
+/// window the split is statistical, the total is not.
 struct ThreadCPU {
     var user: Double
     var system: Double
+    var total: Double
 
     static func now() -> ThreadCPU {
         var ru = rusage()
         _ = getrusage(__rusage_who_t(1), &ru)  // RUSAGE_THREAD, not imported
         func us(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
-        return ThreadCPU(user: us(ru.ru_utime), system: us(ru.ru_stime))
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return ThreadCPU(user: us(ru.ru_utime), system: us(ru.ru_stime), total: Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3)
     }
 
-    static func - (a: ThreadCPU, b: ThreadCPU) -> ThreadCPU { ThreadCPU(user: a.user - b.user, system: a.system - b.system) }
+    static func - (a: ThreadCPU, b: ThreadCPU) -> ThreadCPU {
+        ThreadCPU(user: a.user - b.user, system: a.system - b.system, total: a.total - b.total)
+    }
 }
