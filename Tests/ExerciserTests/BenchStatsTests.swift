@@ -93,12 +93,15 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(n.floor(at: 4096), 0.1, accuracy: 1e-9, "the C blocks' ×1000 is not a repeat of the Swift point")
         XCTAssertEqual(n.floor(at: 1 << 20), 0.3, accuracy: 1e-9)
         XCTAssertEqual(n.floor(at: 2 << 20), 0.3, accuracy: 1e-9, "an unrepeated size takes the largest floor")
+        let wide = try XCTUnwrap(NoiseMeasurement(Self.swiftBlocks(size: 4096, medians: Array(repeating: 100, count: 39) + [200])))
+        XCTAssertEqual(wide.floor, 0, "95th percentile of 780 pairs: only 39 involve the outlier")
+        XCTAssertEqual(wide.limit(at: 4096), 1, accuracy: 1e-9, "the baseline limit is the largest change, the outlier's ×2")
     }
 
     func testBaselineFlagsOnlyBeyondTheLargerMeasuredFloor() {
         var base = BenchTests.run([BenchTests.point(map: [100], unmap: [100]), BenchTests.point("memfd", map: [100], unmap: [100]),
                                    BenchTests.point("thp", map: [100], unmap: [100])])
-        base.rounds = Self.swiftBlocks(size: 4096, medians: [100, 110])  // floor 10 % at 4K
+        base.rounds = Self.swiftBlocks(size: 4096, medians: [100, 110, 105])  // largest change 10 % at 4K
         base.recompute()
         var cur = BenchTests.run([BenchTests.point(map: [108], unmap: [93]),          // inside ±10 %
                                   BenchTests.point("memfd", map: [115], unmap: [100]),  // +15 %: slower

@@ -362,6 +362,8 @@ public struct NoiseMeasurement: Codable, Equatable, Sendable {
         public var size: UInt64
         public var floor: Double
         public var pairs: Int
+        /// The largest change between two repeats: what a baseline row must exceed.
+        public var largest: Double?
     }
 
     public var quantile: Double
@@ -386,8 +388,16 @@ public struct NoiseMeasurement: Codable, Equatable, Sendable {
         floor = all.floor
         pairs = all.pairs
         perSize = Set(ok.map(\.size)).sorted().compactMap { size in
-            NoiseFloor.spread(groups(ok.filter { $0.size == size })).map { PerSize(size: size, floor: $0.floor, pairs: $0.pairs) }
+            let g = groups(ok.filter { $0.size == size })
+            return NoiseFloor.spread(g).map { PerSize(size: size, floor: $0.floor, pairs: $0.pairs, largest: NoiseFloor.spread(g, quantile: 1)?.floor) }
         }
+    }
+
+    /// The largest repeat-to-repeat change at `size` (else the largest of all sizes): a baseline
+    /// compares many rows, and a 95 % band would flag about one in twenty of them by chance.
+    public func limit(at size: UInt64) -> Double {
+        let all = perSize.map { $0.largest ?? $0.floor }
+        return perSize.first { $0.size == size }.map { $0.largest ?? $0.floor } ?? all.max() ?? floor
     }
 
     /// The floor at `size`: its own when repeated, else the largest measured (the safe side).
@@ -601,19 +611,19 @@ public struct BenchComparison: Codable, Equatable, Sendable {
     public static func compare(baseline: BenchRun, current: BenchRun, threshold: Double? = nil) -> BenchComparison {
         let base = Dictionary(baseline.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let cur = Dictionary(current.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-        let floors = [baseline.noise, current.noise].compactMap { $0 }
+        // From the stored blocks, so an older file is read with today's rule.
+        let floors = [baseline, current].compactMap { NoiseMeasurement($0.rounds ?? []) }
         let source: String
         if floors.isEmpty {
             source = threshold == nil ? String(format: "no noise floor measured in either run: the fixed %g %%", fallbackThreshold * 100)
                                       : String(format: "no noise floor measured in either run: --threshold %g %%", threshold! * 100)
         } else {
-            let q = Int((floors[0].quantile * 100).rounded())
-            source = "the measured noise floor (\(q)th percentile of repeat-to-repeat change, the larger of \(floors.count == 2 ? "both runs" : "the one run that measured it"), per size)"
+            source = "the measured noise floor (the largest repeat-to-repeat change, the larger of \(floors.count == 2 ? "both runs" : "the one run that measured it"), per size)"
                 + (threshold.map { String(format: ", at least --threshold %g %%", $0 * 100) } ?? "")
         }
         func limit(_ size: UInt64) -> Double {
             if floors.isEmpty { return threshold ?? fallbackThreshold }
-            return max(floors.map { $0.floor(at: size) }.max()!, threshold ?? 0)
+            return max(floors.map { $0.limit(at: size) }.max()!, threshold ?? 0)
         }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {

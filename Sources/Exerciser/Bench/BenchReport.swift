@@ -133,7 +133,8 @@ public enum BenchText {
         guard let n = run.noise else { return "noise floor: not measured (no comparison rounds)\n" }
         var out = String(format: "noise floor: two repeats of one point, nothing changed, move its median by up to %.1f %% (%.0fth percentile of %d repeat pairs; each repeat is a Swift block of the comparison)\n",
                          n.floor * 100, n.quantile * 100, n.pairs)
-        out += "  per size: " + n.perSize.map { String(format: "%@ %.1f %%", formatSize($0.size), $0.floor * 100) }.joined(separator: ", ") + "\n"
+        out += "  per size (95th percentile / largest, the latter is what --baseline must exceed): "
+            + n.perSize.map { String(format: "%@ %.0f / %.0f %%", formatSize($0.size), $0.floor * 100, ($0.largest ?? $0.floor) * 100) }.joined(separator: ", ") + "\n"
         return out
     }
 

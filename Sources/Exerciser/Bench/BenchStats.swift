@@ -123,6 +123,7 @@ public enum NoiseFloor {
     /// The `quantile` of |ln(m_i / m_j)| over every pair of repeats within each group, as a
     /// relative change (exp − 1): 0.12 = two repeats differ by up to 12 % in 95 % of pairs.
     /// nil without a group of at least two positive medians.
+    /// quantile 1: the largest change seen between two repeats.
     public static func spread(_ groups: [[Double]], quantile: Double = quantile) -> (floor: Double, pairs: Int)? {
         var d: [Double] = []
         for g in groups {
