@@ -7,6 +7,8 @@
  * region (so transparent huge pages cover it alike), then W warm-up and up to N timed
  * VFIO_IOMMU_MAP_DMA + VFIO_IOMMU_UNMAP_DMA pairs at one IOVA, each call timed alone with
  * CLOCK_MONOTONIC; the loop stops early once it has M samples and has run for B seconds.
+ * Around the timed pairs: CLOCK_THREAD_CPUTIME_ID (exact CPU time) and getrusage(RUSAGE_THREAD)
+ * (its user/system split, which the kernel samples by the tick).
  *
  *   map_bench --device BDF [--backend B]... --size BYTES[@OFFSET]...
  *             [--reps N] [--warmup W] [--min-reps M] [--budget B] [--iova ADDR]
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +43,17 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* This thread's CPU time, µs: user and system (tick-sampled split) and their exact total. */
+static void thread_cpu(double *user, double *sys, double *total) {
+    struct rusage ru;
+    struct timespec ts;
+    getrusage(RUSAGE_THREAD, &ru);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    *user = ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec;
+    *sys = ru.ru_stime.tv_sec * 1e6 + ru.ru_stime.tv_usec;
+    *total = ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
 static void die(const char *msg) {
@@ -225,8 +239,10 @@ int main(int argc, char **argv) {
             const char *err = NULL;
             int err_no = 0;
             uint64_t start = 0;
+            double user0 = 0, sys0 = 0, cpu0 = 0, user1, sys1, cpu1;
+            thread_cpu(&user0, &sys0, &cpu0);
             for (i = 0; i < warmup + reps; i++) {
-                if (i == warmup) start = now_ns();
+                if (i == warmup) { start = now_ns(); thread_cpu(&user0, &sys0, &cpu0); }
                 struct vfio_iommu_type1_dma_map m = {
                     .argsz = sizeof m, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
                     .vaddr = (uintptr_t)p, .iova = iova, .size = size,
@@ -248,6 +264,7 @@ int main(int argc, char **argv) {
                     if (got >= min_reps && (double)(now_ns() - start) / 1e9 > budget) break;
                 }
             }
+            thread_cpu(&user1, &sys1, &cpu1);
             munmap(p, size);
             if (err) {
                 printf("\"status\":\"error\",\"reason\":");
@@ -256,8 +273,8 @@ int main(int argc, char **argv) {
                 printf("}");
                 continue;
             }
-            printf("\"status\":\"ok\",\"vaddr_offset\":%llu,\"anon_huge_kb\":%ld,\"warmup\":%llu,",
-                   (unsigned long long)((uintptr_t)p % HUGE_2M), thp, (unsigned long long)warmup);
+            printf("\"status\":\"ok\",\"vaddr_offset\":%llu,\"anon_huge_kb\":%ld,\"warmup\":%llu,\"user_us\":%.0f,\"sys_us\":%.0f,\"cpu_us\":%.3f,",
+                   (unsigned long long)((uintptr_t)p % HUGE_2M), thp, (unsigned long long)warmup, user1 - user0, sys1 - sys0, cpu1 - cpu0);
             print_samples("map_ns", map_ns, (int)got);
             printf(",");
             print_samples("unmap_ns", unmap_ns, (int)got);

@@ -9,14 +9,19 @@ struct Bench: ParsableCommand {
         Each region is built once per (kind, size) and mapped and unmapped at one IOVA: --warmup pairs first, then up to
         --repetitions timed pairs (each ioctl timed alone, CLOCK_MONOTONIC); a point stops early once it has
         --min-repetitions samples and --budget seconds have passed. Statistics are nearest-rank percentiles of the
-        samples; GiB/s is size / median call time. With --c-helper, bench/map_bench.c runs the same anon-private loop
-        after each backend and the overhead table gives Swift median / C median per call (target ≤ 1.05).
+        samples; GiB/s is size / median call time; user/sys µs is the thread's CPU time per call (getrusage).
+        The comparison: --rounds rounds in which this tool and bench/map_bench.c (--c-helper) take turns per
+        anon-private size, the order drawn per round from --seed; each block opens its container, builds its region the
+        same way and times --round-pairs pairs. Swift/C ratios come with 95 % bootstrap intervals over the rounds; the
+        Swift blocks, repeats of one point with nothing changed, give the noise floor. Guest-sized maps: each
+        --guest-size of RAM laid out as q35 does, one MAP_DMA per slot, timed for the whole guest.
 
         On a machine with the device bound to vfio-pci: `bench --device BDF [--output run.json]`.
         In the test VM, one boot per kernel, compared: `bench --vm --kernel debian:6.1 --kernel debian:7.3`
         (builds the C helper with gcc, also times the default matrix per kernel; writes under --out).
-        Against a saved run: `--baseline run.json [--threshold 20]`. Exit 1 when a point failed, the guest had an
-        incident, or a kind got slower than the baseline beyond the threshold.
+        Against a saved run: `--baseline run.json`: a median is flagged only when it moved beyond the larger measured
+        noise floor of the two runs at its size. Exit 1 when a point failed, the guest had an incident, or a kind got
+        slower than the baseline beyond the noise.
         """)
 
     // MARK: what to measure
@@ -48,8 +53,29 @@ struct Bench: ParsableCommand {
     @Option(help: .hidden)
     var iova: String?
 
-    @Option(help: "bench/map_bench (static) to run after each backend for the tool-overhead comparison.")
+    @Option(help: "bench/map_bench (static): takes turns with this tool in the comparison.")
     var cHelper: String?
+
+    @Option(help: "Comparison rounds (0: no comparison and no noise floor).")
+    var rounds = 10
+
+    @Option(help: "Timed map+unmap pairs per comparison block.")
+    var roundPairs = 5
+
+    @Option(help: "Seed of the comparison's per-round order and of the bootstrap.")
+    var seed: UInt64 = 1
+
+    @Option(name: .customLong("compare-size"), help: "anon-private size for the comparison (repeatable; default the --size values up to 128M).")
+    var compareSizes: [String] = []
+
+    @Option(name: .customLong("guest-size"), help: "Guest RAM size for the guest-sized maps (repeatable; default 64M 128M 512M 1G; 'none' for none).")
+    var guestSizes: [String] = []
+
+    @Option(name: .customLong("guest-kind"), help: "Guest RAM backing (repeatable; default guest-anon-4K, guest-thp, guest-hugetlb-2M, guest-hugetlb-1G).")
+    var guestKinds: [String] = []
+
+    @Option(name: .customLong("guest-below-4g"), help: "q35's max-ram-below-4g for the guest layout.")
+    var guestBelow4G = "512M"
 
     @OptionGroup var dirs: RegionDirOptions
 
@@ -67,8 +93,8 @@ struct Bench: ParsableCommand {
     @Option(help: "A saved run (--output of an earlier bench) to compare with.")
     var baseline: String?
 
-    @Option(help: "Percent a median may move before its kind is flagged.")
-    var threshold = 20.0
+    @Option(help: "Percent a median must move, at least, before its kind is flagged (default: the measured noise floor alone).")
+    var threshold: Double?
 
     // MARK: in the test VM
 
@@ -102,7 +128,21 @@ struct Bench: ParsableCommand {
         guard (0...1_000_000).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 1000000") }
         guard (1...1_000_000).contains(minRepetitions) else { throw ValidationError("--min-repetitions must be between 1 and 1000000") }
         guard budget.isFinite, budget >= 0, budget <= 1_000_000 else { throw ValidationError("--budget must be between 0 and 1000000 seconds") }
-        guard threshold.isFinite, threshold > 0, threshold <= 1_000_000 else { throw ValidationError("--threshold must be a positive percentage") }
+        if let t = threshold { guard t.isFinite, t > 0, t <= 1_000_000 else { throw ValidationError("--threshold must be a positive percentage") } }
+        guard (0...10_000).contains(rounds), rounds != 1 else { throw ValidationError("--rounds must be 0 (no comparison) or between 2 and 10000") }
+        guard (1...1_000_000).contains(roundPairs) else { throw ValidationError("--round-pairs must be between 1 and 1000000") }
+        for s in compareSizes where parseSize(s).map({ $0 == 0 || $0 % 4096 != 0 }) ?? true {
+            throw ValidationError("--compare-size \(s) is not a positive multiple of 4K (4K, 2M, 1G or bytes)")
+        }
+        for s in guestSizes where !(s == "none" && guestSizes.count == 1) && parseSize(s).map({ $0 == 0 || $0 % (2 << 20) != 0 }) ?? true {
+            throw ValidationError("--guest-size \(s) is not a positive multiple of 2M (or 'none')")
+        }
+        for k in guestKinds where !BenchOptions.guestKinds.contains(k) {
+            throw ValidationError("--guest-kind \(k) is not one of \(BenchOptions.guestKinds.joined(separator: ", "))")
+        }
+        guard let below = parseSize(guestBelow4G), below >= 2 << 20, below <= 1 << 32, below % (2 << 20) == 0 else {
+            throw ValidationError("--guest-below-4g \(guestBelow4G) must be a multiple of 2M between 2M and 4G")
+        }
         if vm { try validateSeconds(timeout, "--timeout") }
         for s in sizes where parseSize(s).map({ $0 == 0 || $0 % 4096 != 0 }) ?? true {
             throw ValidationError("--size \(s) is not a positive multiple of 4K (4K, 2M, 1G or bytes)")
@@ -134,6 +174,13 @@ struct Bench: ParsableCommand {
             o.iova = v
         }
         o.cHelper = cHelper
+        o.rounds = rounds
+        o.roundPairs = roundPairs
+        o.seed = seed
+        if !compareSizes.isEmpty { o.compareSizes = compareSizes.compactMap(parseSize) }
+        if guestSizes == ["none"] { o.guestSizes = [] } else if !guestSizes.isEmpty { o.guestSizes = guestSizes.compactMap(parseSize) }
+        if !guestKinds.isEmpty { o.guestKinds = guestKinds }
+        o.guestBelow4G = parseSize(guestBelow4G) ?? o.guestBelow4G
         o.fsDir = dirs.fsDir
         o.tmpfsDir = dirs.tmpfsDir
         o.fsdaxDir = dirs.fsdaxDir
@@ -149,7 +196,11 @@ struct Bench: ParsableCommand {
         for k in kinds { a += ["--kind", k.rawValue] }
         for s in sizes { a += ["--size", s] }
         a += ["--repetitions", String(repetitions), "--warmup", String(warmup), "--min-repetitions", String(minRepetitions),
-              "--budget", String(budget)]
+              "--budget", String(budget), "--rounds", String(rounds), "--round-pairs", String(roundPairs), "--seed", String(seed),
+              "--guest-below-4g", guestBelow4G]
+        for s in compareSizes { a += ["--compare-size", s] }
+        for s in guestSizes { a += ["--guest-size", s] }
+        for k in guestKinds { a += ["--guest-kind", k] }
         if let i = iova { a += ["--iova", i] }
         return a
     }
@@ -165,7 +216,7 @@ struct Bench: ParsableCommand {
         if let o = output { try write(result, json: o, svg: plot ?? Self.svgPath(o)) } else if let p = plot { try write(BenchPlot.svg(result), to: p) }
         var code: Int32 = Self.clean(result) ? 0 : 1
         if let b = base {
-            let c = BenchComparison.compare(baseline: b, current: result, threshold: threshold / 100)
+            let c = BenchComparison.compare(baseline: b, current: result, threshold: threshold.map { $0 / 100 })
             print("\n" + BenchText.comparison(c), terminator: "")
             if let o = output { try write(c, to: Self.stem(o) + ".compare.json") }
             if !c.slowerKinds.isEmpty { code = 1 }
@@ -247,9 +298,9 @@ struct Bench: ParsableCommand {
         }
         var comparisons: [(BenchComparison, [BenchRun])] = []
         if let b = baseline {
-            for r in runs { comparisons.append((BenchComparison.compare(baseline: b, current: r, threshold: threshold / 100), [b, r])) }
+            for r in runs { comparisons.append((BenchComparison.compare(baseline: b, current: r, threshold: threshold.map { $0 / 100 }), [b, r])) }
         } else if let first = runs.first {
-            for r in runs.dropFirst() { comparisons.append((BenchComparison.compare(baseline: first, current: r, threshold: threshold / 100), [first, r])) }
+            for r in runs.dropFirst() { comparisons.append((BenchComparison.compare(baseline: first, current: r, threshold: threshold.map { $0 / 100 }), [first, r])) }
         }
         for (c, pair) in comparisons {
             let text = BenchText.comparison(c)

@@ -48,23 +48,65 @@ final class BenchTests: XCTestCase {
 
     // MARK: - The tool's own cost
 
-    func testOverheadPairsSwiftAndCPointsByBackendAndSize() throws {
-        let swift = [Self.point(map: [110, 110, 110], unmap: [50]), Self.point(size: 1 << 20, map: [1000], unmap: [300]),
-                     Self.point("memfd", map: [1], unmap: [1])]
-        let c = [Self.point(source: "c", map: [100, 100, 100], unmap: [50]), Self.point(source: "c", size: 1 << 20, map: [1000], unmap: [200]),
-                 Self.point(backend: "type1", source: "c", map: [1], unmap: [1])]
-        let r = Self.run(swift, c: c)
-        XCTAssertEqual(r.overhead.map(\.size), [4096, 1 << 20], "unpaired points (other backend, other kind) give no row")
-        XCTAssertEqual(r.overhead[0].mapRatio, 1.1, accuracy: 1e-9)
-        XCTAssertEqual(r.overhead[0].unmapRatio, 1.0, accuracy: 1e-9)
-        XCTAssertEqual(r.overhead[1].unmapRatio, 1.5, accuracy: 1e-9)
-        let sum = try XCTUnwrap(r.overheadSummary)
-        XCTAssertEqual(sum.worst, 1.5, accuracy: 1e-9)
-        XCTAssertEqual(sum.worstAt, "type1v2 1M unmap")
-        XCTAssertEqual(sum.overTarget, 2)
-        XCTAssertEqual(sum.geometricMean, pow(1.1 * 1.0 * 1.0 * 1.5, 0.25), accuracy: 1e-9)
-        XCTAssertFalse(sum.withinTarget)
-        XCTAssertNil(Self.run(swift).overheadSummary, "no C helper, no overhead figure")
+    static func block(_ side: BenchSide, round: Int, size: UInt64 = 4096, backend: String = "type1v2", map: [UInt64], unmap: [UInt64]? = nil,
+                      user: Double? = nil, system: Double? = nil, cpu: Double? = nil, thp: String? = "0", status: BenchPoint.Status = .ok) -> RoundSample {
+        RoundSample(backend: backend, size: size, round: round, side: side, order: 0, status: status, mapNanos: map, unmapNanos: unmap ?? map,
+                    userMicros: user, systemMicros: system, cpuMicros: cpu, anonHugeKB: thp)
+    }
+
+    func testComparisonPairsSwiftAndCBlocksOfTheSameRound() throws {
+        let samples = [
+            Self.block(.swift, round: 0, map: [110, 100, 120], unmap: [50], user: 100, system: 400, cpu: 480),
+            Self.block(.c, round: 0, map: [100, 90, 110], unmap: [50], user: 40, system: 400, cpu: 440),
+            Self.block(.c, round: 1, map: [200, 200, 200], unmap: [100], user: 20, system: 200, cpu: 240, thp: "2048"),
+            Self.block(.swift, round: 1, map: [220, 220, 220], unmap: [100], user: 60, system: 200, cpu: 248),
+            Self.block(.swift, round: 2, map: [999], unmap: [999], user: 999),  // its C block failed: not paired
+            Self.block(.c, round: 2, map: [], status: .error),
+        ]
+        let rows = ComparisonRow.rows(samples)
+        XCTAssertEqual(rows.count, 1)
+        let r = rows[0]
+        XCTAssertEqual(r.rounds, 2)
+        // Medians 110/100 and 220/200: every round says 1.1, so the interval is that point.
+        let m = try XCTUnwrap(r.map)
+        for v in [m.estimate, m.low, m.high] { XCTAssertEqual(v, 1.1, accuracy: 1e-9) }
+        XCTAssertEqual(r.mapVerdict, .swiftSlower)
+        XCTAssertEqual(try XCTUnwrap(r.unmap).estimate, 1, accuracy: 1e-9)
+        XCTAssertEqual(r.unmapVerdict, .notDistinguishable)
+        // 4 calls per block (3 maps + 1 unmap): round 0 adds (100 − 40) / 4 = 15 µs, round 1 (60 − 20) / 4 = 10 µs.
+        let u = try XCTUnwrap(r.userOverhead)
+        XCTAssertEqual(u.estimate, 12.5, accuracy: 1e-9)
+        XCTAssertTrue(u.low >= 10 && u.high <= 15, "\(u)")
+        XCTAssertEqual(try XCTUnwrap(r.swiftUser), (100 + 60 + 999) / 10.0, accuracy: 1e-9, "per call over every Swift block")
+        XCTAssertEqual(try XCTUnwrap(r.cSystem), 600 / 8.0, accuracy: 1e-9)
+        // Exact CPU: (480 − 440) / 4 = 10 and (248 − 240) / 4 = 2 µs per call; the errored round has no CPU figure.
+        XCTAssertEqual(try XCTUnwrap(r.cpuOverhead).estimate, 6, accuracy: 1e-9)
+        XCTAssertNil(r.swiftCPU, "a Swift block without a CPU reading: no per-call figure rather than a wrong one")
+        XCTAssertEqual(r.thpDiffer, 1)
+    }
+
+    func testOverheadTargetIsJudgedOnlyOnIntervalsClearOfIt() throws {
+        func row(_ map: Interval, _ unmap: Interval) -> ComparisonRow {
+            ComparisonRow(backend: "type1", size: 4096, rounds: 10, map: map, unmap: unmap, thpDiffer: 0)
+        }
+        let straddles = Interval(estimate: 1.03, low: 0.99, high: 1.08, n: 10)
+        let inside = Interval(estimate: 1.01, low: 0.98, high: 1.04, n: 10)
+        let over = Interval(estimate: 1.2, low: 1.1, high: 1.3, n: 10)
+        let s1 = try XCTUnwrap(OverheadSummary([row(inside, straddles)]))
+        XCTAssertEqual([s1.within, s1.over, s1.undecided, s1.notDistinguishable], [1, 0, 1, 2])
+        XCTAssertEqual(s1.verdict, .undecided, "one interval straddles 1.05: no verdict, whatever its estimate")
+        XCTAssertEqual(try XCTUnwrap(OverheadSummary([row(inside, inside)])).verdict, .met)
+        XCTAssertEqual(try XCTUnwrap(OverheadSummary([row(over, straddles)])).verdict, .missed)
+        XCTAssertEqual(try XCTUnwrap(OverheadSummary([row(over, straddles)])).widestAt, "type1 4K map")
+        XCTAssertNil(OverheadSummary([]))
+    }
+
+    func testCHelperOutputCarriesItsCPUTime() throws {
+        let json = #"{"schema":"vfio-exerciser-map-bench/1","kernel":"6.1","points":[{"backend":"type1","kind":"anon-private","size":4096,"status":"ok","vaddr_offset":0,"anon_huge_kb":0,"warmup":2,"user_us":12,"sys_us":480,"cpu_us":500.5,"map_ns":[5,6],"unmap_ns":[3,4]}]}"#
+        let p = try XCTUnwrap(BenchRunner.parseCHelper(Data(json.utf8)).first)
+        XCTAssertEqual(p.userMicros, 12)
+        XCTAssertEqual(p.systemPerCall, 120, "480 µs over 2 maps + 2 unmaps")
+        XCTAssertEqual(p.cpuPerCall ?? 0, 125.125, accuracy: 1e-9)
     }
 
     // MARK: - Baseline comparison
@@ -74,10 +116,11 @@ final class BenchTests: XCTestCase {
                              Self.point("thp", size: 2 << 20, map: [100], unmap: [100]),
                              Self.point("bar", map: [100], unmap: [100])])
         let cur = Self.run([Self.point(map: [121], unmap: [100]),          // +21 %: slower
-                            Self.point("memfd", map: [120], unmap: [81]),  // +20 % is not beyond; −19 % neither
+                            Self.point("memfd", map: [120], unmap: [84]),  // ×1.2 is not beyond; ÷1.19 neither
                             Self.point("thp", size: 2 << 20, map: [100], unmap: [70]),  // −30 %: faster
                             Self.point("hugetlb-2M", size: 2 << 20, map: [5], unmap: [5])], label: "debian:7.3")
-        let c = BenchComparison.compare(baseline: base, current: cur, threshold: 0.2)
+        let c = BenchComparison.compare(baseline: base, current: cur)
+        XCTAssertEqual(c.thresholdSource, "no noise floor measured in either run: the fixed 20 %")
         let flags = Dictionary(uniqueKeysWithValues: c.kinds.map { ($0.kind, $0.flag) })
         XCTAssertEqual(flags, ["anon-private": .slower, "memfd": .same, "thp": .faster, "bar": .unmatched, "hugetlb-2M": .unmatched])
         XCTAssertEqual(c.slowerKinds, ["anon-private"])
@@ -145,11 +188,14 @@ final class BenchTests: XCTestCase {
     }
 
     func testPlotHasOneSeriesPerBackendAndKindPlusTheCHelper() {
-        let r = Self.run([Self.point(map: [100]), Self.point(size: 1 << 20, map: [200]), Self.point("memfd", map: [100]),
-                          Self.point("bar", map: [1], status: .skip)],
+        var r = Self.run([Self.point(map: [100]), Self.point(size: 1 << 20, map: [200]), Self.point("memfd", map: [100]),
+                          Self.point("bar", map: [1], status: .skip), Self.point("guest-thp", size: 64 << 20, map: [1000])],
                          c: [Self.point(source: "c", map: [90])])
+        r.rounds = [Self.block(.c, round: 0, map: [90]), Self.block(.c, round: 1, map: [80]), Self.block(.swift, round: 0, map: [95])]
+        r.recompute()
+        XCTAssertEqual(r.cHelper?.points.map(\.mapNanos), [[90, 80]], "the C curve pools the C blocks")
         let s = BenchPlot.series(r)
-        XCTAssertEqual(s.map(\.label), ["anon-private · type1v2", "memfd · type1v2", "anon-private · type1v2 · C helper"])
+        XCTAssertEqual(s.map(\.label), ["anon-private · type1v2", "memfd · type1v2", "guest-thp · type1v2", "anon-private · type1v2 · C helper"])
         XCTAssertEqual(s[0].points.map(\.size), [4096, 1 << 20])
         let svg = BenchPlot.svg(r)
         XCTAssertTrue(svg.hasPrefix("<svg") || svg.hasPrefix("<?xml"), String(svg.prefix(40)))

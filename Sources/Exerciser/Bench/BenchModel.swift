@@ -89,10 +89,16 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     public var properties: [String: String]
     /// Wall time of the point: building the region, warm-up, samples, release.
     public var seconds: Double?
+    /// User and system CPU time of the thread over the timed pairs (getrusage RUSAGE_THREAD), µs.
+    public var userMicros: Double?
+    public var systemMicros: Double?
+    /// Their exact sum (CLOCK_THREAD_CPUTIME_ID); the split itself is tick-sampled.
+    public var cpuMicros: Double?
 
     public init(backend: String, kind: String, source: String = "swift", size: UInt64, status: Status = .ok, reason: String? = nil,
                 warmup: Int = 0, mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], properties: [String: String] = [:],
-                seconds: Double? = nil) {
+                seconds: Double? = nil, userMicros: Double? = nil, systemMicros: Double? = nil, cpuMicros: Double? = nil) {
+        self.cpuMicros = cpuMicros
         self.backend = backend
         self.kind = kind
         self.source = source
@@ -104,6 +110,8 @@ public struct BenchPoint: Codable, Equatable, Sendable {
         self.unmapNanos = unmapNanos
         self.properties = properties
         self.seconds = seconds
+        self.userMicros = userMicros
+        self.systemMicros = systemMicros
         map = LatencyStats(samples: mapNanos)
         unmap = LatencyStats(samples: unmapNanos)
         mapGiBps = map.flatMap { BenchMath.gibPerSecond(bytes: size, nanos: $0.p50) }
@@ -120,6 +128,15 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     }
 
     public var key: Key { Key(backend: backend, kind: kind, size: size) }
+
+    /// CPU µs per ioctl (a map or an unmap: the pair's time halved).
+    public var userPerCall: Double? { perCall(userMicros) }
+    public var systemPerCall: Double? { perCall(systemMicros) }
+    public var cpuPerCall: Double? { perCall(cpuMicros) }
+    func perCall(_ total: Double?) -> Double? {
+        guard let total, mapNanos.count > 0 else { return nil }
+        return total / Double(2 * mapNanos.count)
+    }
 }
 
 /// What the run was asked to do.
@@ -134,9 +151,24 @@ public struct BenchSettings: Codable, Equatable, Sendable {
     public var budgetSeconds: Double
     /// The one IOVA every point maps at (both loops).
     public var iova: UInt64
+    /// The comparison: rounds, pairs per block, the schedule's seed (nil in runs before it).
+    public var rounds: Int?
+    public var roundPairs: Int?
+    public var seed: UInt64?
+    /// Guest-sized maps: RAM sizes, q35's max-ram-below-4g, the backend.
+    public var guestSizes: [UInt64]?
+    public var guestBelow4G: UInt64?
+    public var guestBackend: String?
 
     public init(backends: [String], kinds: [String], sizes: [UInt64], repetitions: Int, warmup: Int, minRepetitions: Int,
-                budgetSeconds: Double, iova: UInt64) {
+                budgetSeconds: Double, iova: UInt64, rounds: Int? = nil, roundPairs: Int? = nil, seed: UInt64? = nil,
+                guestSizes: [UInt64]? = nil, guestBelow4G: UInt64? = nil, guestBackend: String? = nil) {
+        self.rounds = rounds
+        self.roundPairs = roundPairs
+        self.seed = seed
+        self.guestSizes = guestSizes
+        self.guestBelow4G = guestBelow4G
+        self.guestBackend = guestBackend
         self.backends = backends
         self.kinds = kinds
         self.sizes = sizes
@@ -161,61 +193,216 @@ public struct CHelperResult: Codable, Equatable, Sendable {
     }
 }
 
-/// Swift median / C median for one (backend, size) of anon-private: the tool's own cost per call.
-public struct OverheadRow: Codable, Equatable, Sendable {
+/// One block of the comparison: one side's map/unmap pairs at one point in one round, in a
+/// container opened and a region built for it alone.
+public struct RoundSample: Codable, Equatable, Sendable {
     public var backend: String
     public var size: UInt64
-    public var swiftMapP50: UInt64
-    public var cMapP50: UInt64
-    public var mapRatio: Double
-    public var swiftUnmapP50: UInt64
-    public var cUnmapP50: UInt64
-    public var unmapRatio: Double
-    /// AnonHugePages of each side's region: the ratio means little when they differ.
-    public var swiftHugeKB: String?
-    public var cHugeKB: String?
+    public var round: Int
+    public var side: BenchSide
+    /// 0 when this side ran first in its round.
+    public var order: Int
+    public var status: BenchPoint.Status
+    public var reason: String?
+    public var mapNanos: [UInt64]
+    public var unmapNanos: [UInt64]
+    public var userMicros: Double?
+    public var systemMicros: Double?
+    public var cpuMicros: Double?
+    public var anonHugeKB: String?
 
-    public static func rows(swift: [BenchPoint], c: [BenchPoint]) -> [OverheadRow] {
-        var out: [OverheadRow] = []
-        let mine = Dictionary(swift.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-        for cp in c where cp.status == .ok {
-            guard let sp = mine[cp.key], let sm = sp.map, let su = sp.unmap, let cm = cp.map, let cu = cp.unmap,
-                  let mr = BenchMath.ratio(sm.p50, cm.p50), let ur = BenchMath.ratio(su.p50, cu.p50) else { continue }
-            out.append(OverheadRow(backend: cp.backend, size: cp.size, swiftMapP50: sm.p50, cMapP50: cm.p50, mapRatio: mr,
-                                   swiftUnmapP50: su.p50, cUnmapP50: cu.p50, unmapRatio: ur,
-                                   swiftHugeKB: sp.properties["anon_huge_kb"], cHugeKB: cp.properties["anon_huge_kb"]))
+    public init(backend: String, size: UInt64, round: Int, side: BenchSide, order: Int, status: BenchPoint.Status = .ok, reason: String? = nil,
+                mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], userMicros: Double? = nil, systemMicros: Double? = nil,
+                cpuMicros: Double? = nil, anonHugeKB: String? = nil) {
+        self.cpuMicros = cpuMicros
+        self.backend = backend
+        self.size = size
+        self.round = round
+        self.side = side
+        self.order = order
+        self.status = status
+        self.reason = reason
+        self.mapNanos = mapNanos
+        self.unmapNanos = unmapNanos
+        self.userMicros = userMicros
+        self.systemMicros = systemMicros
+        self.anonHugeKB = anonHugeKB
+    }
+
+    var mapMedian: Double? { BenchMath.median(mapNanos.map(Double.init)) }
+    var unmapMedian: Double? { BenchMath.median(unmapNanos.map(Double.init)) }
+    var calls: Int { mapNanos.count + unmapNanos.count }
+}
+
+/// Swift vs C at one (backend, size): paired per-round ratios of the block medians with their
+/// bootstrap interval, and the CPU time per call split into user and system.
+public struct ComparisonRow: Codable, Equatable, Sendable {
+    public var backend: String
+    public var size: UInt64
+    /// Rounds where both sides measured.
+    public var rounds: Int
+    public var map: Interval?
+    public var unmap: Interval?
+    public var mapVerdict: RatioVerdict?
+    public var unmapVerdict: RatioVerdict?
+    /// µs per call, over all rounds of each side.
+    public var swiftUser: Double?
+    public var swiftSystem: Double?
+    public var cUser: Double?
+    public var cSystem: Double?
+    public var swiftCPU: Double?
+    public var cCPU: Double?
+    /// Swift − C µs per call, paired per round: user and system (tick-sampled), their exact sum.
+    public var userOverhead: Interval?
+    public var systemOverhead: Interval?
+    public var cpuOverhead: Interval?
+    /// Rounds whose two regions got different AnonHugePages.
+    public var thpDiffer: Int
+
+    public static func rows(_ samples: [RoundSample], seed: UInt64 = 1) -> [ComparisonRow] {
+        let ok = samples.filter { $0.status == .ok && !$0.mapNanos.isEmpty }
+        var keys: [BenchPoint.Key] = []
+        for s in ok where !keys.contains(BenchPoint.Key(backend: s.backend, kind: "anon-private", size: s.size)) {
+            keys.append(BenchPoint.Key(backend: s.backend, kind: "anon-private", size: s.size))
         }
-        return out.sorted { ($0.backend, $0.size) < ($1.backend, $1.size) }
+        var out: [ComparisonRow] = []
+        for k in keys.sorted() {
+            let mine = ok.filter { $0.backend == k.backend && $0.size == k.size }
+            var pairs: [(s: RoundSample, c: RoundSample)] = []
+            for sw in mine where sw.side == .swift {
+                if let c = mine.first(where: { $0.side == .c && $0.round == sw.round }) { pairs.append((sw, c)) }
+            }
+            guard !pairs.isEmpty else { continue }
+            func ratio(_ f: (RoundSample) -> Double?) -> Interval? {
+                let a = pairs.compactMap { f($0.s) }, b = pairs.compactMap { f($0.c) }
+                return a.count == pairs.count && b.count == pairs.count ? Bootstrap.ratio(a, b, seed: seed) : nil
+            }
+            func perCall(_ side: BenchSide, _ f: (RoundSample) -> Double?) -> Double? {
+                let xs = mine.filter { $0.side == side }
+                let t = xs.compactMap(f), calls = xs.map(\.calls).reduce(0, +)
+                return t.count == xs.count && calls > 0 ? t.reduce(0, +) / Double(calls) : nil
+            }
+            func diff(_ f: (RoundSample) -> Double?) -> Interval? {
+                let d = pairs.compactMap { p -> Double? in
+                    guard let a = f(p.s), let b = f(p.c), p.s.calls > 0, p.c.calls > 0 else { return nil }
+                    return a / Double(p.s.calls) - b / Double(p.c.calls)
+                }
+                return d.count == pairs.count ? Bootstrap.mean(d, seed: seed) : nil
+            }
+            let m = ratio { $0.mapMedian }, u = ratio { $0.unmapMedian }
+            out.append(ComparisonRow(backend: k.backend, size: k.size, rounds: pairs.count, map: m, unmap: u,
+                                     mapVerdict: m.map(RatioVerdict.init), unmapVerdict: u.map(RatioVerdict.init),
+                                     swiftUser: perCall(.swift) { $0.userMicros }, swiftSystem: perCall(.swift) { $0.systemMicros },
+                                     cUser: perCall(.c) { $0.userMicros }, cSystem: perCall(.c) { $0.systemMicros },
+                                     swiftCPU: perCall(.swift) { $0.cpuMicros }, cCPU: perCall(.c) { $0.cpuMicros },
+                                     userOverhead: diff { $0.userMicros }, systemOverhead: diff { $0.systemMicros }, cpuOverhead: diff { $0.cpuMicros },
+                                     thpDiffer: pairs.filter { $0.s.anonHugeKB != $0.c.anonHugeKB }.count))
+        }
+        return out
     }
 }
 
-/// The overhead rows condensed: the target is ≤ 5 % per call (ratio ≤ 1.05).
+/// The comparison condensed: the overhead target (≤ 5 % per call) judged only where an interval
+/// lies wholly on one side of it.
 public struct OverheadSummary: Codable, Equatable, Sendable {
     public static let target = 1.05
-    public var rows: Int
-    /// Geometric mean over every map and unmap ratio.
-    public var geometricMean: Double
-    public var worst: Double
-    public var worstAt: String
-    /// Map or unmap ratios above the target.
-    public var overTarget: Int
-    /// The typical call (geometric mean) within 5 %.
-    public var withinTarget: Bool
+    public var intervals: Int
+    public var notDistinguishable: Int
+    public var within: Int
+    public var over: Int
+    public var undecided: Int
+    /// The widest interval (high / low), where.
+    public var widest: Double
+    public var widestAt: String
+    /// µs per call Swift − C, pooled over every round of every point: user (tick-sampled) and
+    /// all CPU (exact).
+    public var userOverhead: Interval?
+    public var cpuOverhead: Interval?
 
-    public init?(_ rows: [OverheadRow]) {
-        guard !rows.isEmpty else { return nil }
-        let all = rows.flatMap { [$0.mapRatio, $0.unmapRatio] }
-        self.rows = rows.count
-        geometricMean = BenchMath.geometricMean(all) ?? 0
-        var w = (ratio: -Double.infinity, at: "")
-        for r in rows {
-            if r.mapRatio > w.ratio { w = (r.mapRatio, "\(r.backend) \(formatSize(r.size)) map") }
-            if r.unmapRatio > w.ratio { w = (r.unmapRatio, "\(r.backend) \(formatSize(r.size)) unmap") }
+    public enum Verdict: String, Codable, Sendable {
+        case met = "within the 5 % target"
+        case missed = "OVER the 5 % target"
+        case undecided = "cannot be judged at this noise level"
+    }
+
+    public var verdict: Verdict { over > 0 ? .missed : within > 0 && undecided == 0 ? .met : .undecided }
+
+    public init?(_ rows: [ComparisonRow], samples: [RoundSample] = [], seed: UInt64 = 1) {
+        let all = rows.flatMap { r in [(r.map, "\(r.backend) \(formatSize(r.size)) map"), (r.unmap, "\(r.backend) \(formatSize(r.size)) unmap")] }
+            .compactMap { i, at in i.map { ($0, at) } }
+        guard !all.isEmpty else { return nil }
+        intervals = all.count
+        notDistinguishable = all.filter { RatioVerdict($0.0) == .notDistinguishable }.count
+        within = all.filter { TargetVerdict($0.0, target: Self.target) == .within }.count
+        over = all.filter { TargetVerdict($0.0, target: Self.target) == .over }.count
+        undecided = all.filter { TargetVerdict($0.0, target: Self.target) == .undecided }.count
+        let w = all.max { $0.0.high / $0.0.low < $1.0.high / $1.0.low }!
+        widest = w.0.high / w.0.low
+        widestAt = w.1
+        // Per (backend, size, round): Swift − C µs per call.
+        let ok = samples.filter { $0.status == .ok && $0.calls > 0 }
+        func pooled(_ f: (RoundSample) -> Double?) -> Interval? {
+            var d: [Double] = []
+            for s in ok where s.side == .swift {
+                guard let c = ok.first(where: { $0.side == .c && $0.backend == s.backend && $0.size == s.size && $0.round == s.round }),
+                      let a = f(s), let b = f(c) else { continue }
+                d.append(a / Double(s.calls) - b / Double(c.calls))
+            }
+            return Bootstrap.mean(d, seed: seed)
         }
-        worst = w.ratio
-        worstAt = w.at
-        overTarget = all.filter { $0 > Self.target }.count
-        withinTarget = geometricMean <= Self.target
+        userOverhead = pooled { $0.userMicros }
+        cpuOverhead = pooled { $0.cpuMicros }
+    }
+}
+
+/// Run-to-run spread of the Swift side's repeated points (the comparison's rounds): what a
+/// baseline comparison must exceed before it calls a change.
+public struct NoiseMeasurement: Codable, Equatable, Sendable {
+    public struct PerSize: Codable, Equatable, Sendable {
+        public var size: UInt64
+        public var floor: Double
+        public var pairs: Int
+        /// The largest change between two repeats: what a baseline row must exceed.
+        public var largest: Double?
+    }
+
+    public var quantile: Double
+    /// Over every repeated point.
+    public var floor: Double
+    public var pairs: Int
+    public var perSize: [PerSize]
+
+    /// Groups are (backend, size, map or unmap); each repeat is one round's block median.
+    public init?(_ samples: [RoundSample]) {
+        let ok = samples.filter { $0.side == .swift && $0.status == .ok && !$0.mapNanos.isEmpty }
+        func groups(_ xs: [RoundSample]) -> [[Double]] {
+            var g: [String: [Double]] = [:]
+            for s in xs {
+                g["\(s.backend) \(s.size) map", default: []].append(s.mapMedian ?? 0)
+                g["\(s.backend) \(s.size) unmap", default: []].append(s.unmapMedian ?? 0)
+            }
+            return g.keys.sorted().map { g[$0]! }
+        }
+        guard let all = NoiseFloor.spread(groups(ok)) else { return nil }
+        quantile = NoiseFloor.quantile
+        floor = all.floor
+        pairs = all.pairs
+        perSize = Set(ok.map(\.size)).sorted().compactMap { size in
+            let g = groups(ok.filter { $0.size == size })
+            return NoiseFloor.spread(g).map { PerSize(size: size, floor: $0.floor, pairs: $0.pairs, largest: NoiseFloor.spread(g, quantile: 1)?.floor) }
+        }
+    }
+
+    /// The largest repeat-to-repeat change at `size` (else the largest of all sizes): a baseline
+    /// compares many rows, and a 95 % band would flag about one in twenty of them by chance.
+    public func limit(at size: UInt64) -> Double {
+        let all = perSize.map { $0.largest ?? $0.floor }
+        return perSize.first { $0.size == size }.map { $0.largest ?? $0.floor } ?? all.max() ?? floor
+    }
+
+    /// The floor at `size`: its own when repeated, else the largest measured (the safe side).
+    public func floor(at size: UInt64) -> Double {
+        perSize.first { $0.size == size }?.floor ?? perSize.map(\.floor).max() ?? floor
     }
 }
 
@@ -287,8 +474,12 @@ public struct BenchRun: Codable, Equatable, Sendable {
     public var settings: BenchSettings
     public var points: [BenchPoint]
     public var cHelper: CHelperResult?
-    public var overhead: [OverheadRow]
+    /// The comparison's blocks, Swift and C alternating (nil in runs before it).
+    public var rounds: [RoundSample]?
+    public var comparison: [ComparisonRow]?
     public var overheadSummary: OverheadSummary?
+    /// The run-to-run spread of repeated points, from the Swift blocks.
+    public var noise: NoiseMeasurement?
     public var matrix: MatrixTiming?
     /// The same matrix with the edus as the only data-check engines (no NVMe): the comparison.
     public var eduMatrix: MatrixTiming?
@@ -309,15 +500,28 @@ public struct BenchRun: Codable, Equatable, Sendable {
         self.settings = settings
         self.points = points
         self.cHelper = cHelper
-        overhead = []
         incidents = []
         recompute()
     }
 
     /// Derived fields from the samples: called whenever points or the C helper's result change.
     public mutating func recompute() {
-        overhead = OverheadRow.rows(swift: points, c: cHelper?.points ?? [])
-        overheadSummary = OverheadSummary(overhead)
+        let samples = rounds ?? []
+        let rows = ComparisonRow.rows(samples, seed: settings.seed ?? 1)
+        comparison = rows.isEmpty ? nil : rows
+        overheadSummary = OverheadSummary(rows, samples: samples, seed: settings.seed ?? 1)
+        noise = NoiseMeasurement(samples)
+        // The C side's blocks pooled per point: its curve in the plot.
+        if cHelper != nil {
+            var pts: [BenchPoint] = []
+            for k in Set(samples.filter { $0.side == .c && $0.status == .ok }.map { BenchPoint.Key(backend: $0.backend, kind: "anon-private", size: $0.size) }).sorted() {
+                let xs = samples.filter { $0.side == .c && $0.status == .ok && $0.backend == k.backend && $0.size == k.size }
+                pts.append(BenchPoint(backend: k.backend, kind: k.kind, source: "c", size: k.size, mapNanos: xs.flatMap(\.mapNanos),
+                                      unmapNanos: xs.flatMap(\.unmapNanos), userMicros: xs.compactMap(\.userMicros).reduce(0, +),
+                                      systemMicros: xs.compactMap(\.systemMicros).reduce(0, +), cpuMicros: xs.compactMap(\.cpuMicros).reduce(0, +)))
+            }
+            cHelper?.points = pts
+        }
     }
 
     public var name: String { label.map { "\($0) (\(kernelRelease))" } ?? kernelRelease }
@@ -368,6 +572,8 @@ public struct BenchComparison: Codable, Equatable, Sendable {
         public var baselineUnmapP50: UInt64?
         public var currentUnmapP50: UInt64?
         public var unmapChange: Double?
+        /// The change this row had to exceed: the measured noise floor at its size, or the fixed threshold.
+        public var threshold: Double
         public var flag: Flag
     }
 
@@ -385,7 +591,10 @@ public struct BenchComparison: Codable, Equatable, Sendable {
 
     public var baseline: String
     public var current: String
-    public var threshold: Double
+    /// How the rows' thresholds were set, for the report.
+    public var thresholdSource: String
+    /// The fixed threshold (--threshold): a floor under the measured one, or the only one.
+    public var threshold: Double?
     public var rows: [Row]
     public var kinds: [KindVerdict]
     public var baselineMatrixSeconds: Double?
@@ -393,20 +602,40 @@ public struct BenchComparison: Codable, Equatable, Sendable {
 
     public var slowerKinds: [String] { kinds.filter { $0.flag == .slower }.map(\.kind) }
 
-    /// `threshold` as a fraction (0.2 = 20 %); a median must move strictly more than that.
-    public static func compare(baseline: BenchRun, current: BenchRun, threshold: Double) -> BenchComparison {
+    /// Used when neither run measured its noise and no --threshold is given.
+    public static let fallbackThreshold = 0.2
+
+    /// A median is flagged when it moved beyond the larger of the two runs' measured noise
+    /// floors at its size (and beyond `threshold`, a fraction, when given), symmetric in ratio:
+    /// slower past ×(1+t), faster past ÷(1+t).
+    public static func compare(baseline: BenchRun, current: BenchRun, threshold: Double? = nil) -> BenchComparison {
         let base = Dictionary(baseline.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let cur = Dictionary(current.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        // From the stored blocks, so an older file is read with today's rule.
+        let floors = [baseline, current].compactMap { NoiseMeasurement($0.rounds ?? []) }
+        let source: String
+        if floors.isEmpty {
+            source = threshold == nil ? String(format: "no noise floor measured in either run: the fixed %g %%", fallbackThreshold * 100)
+                                      : String(format: "no noise floor measured in either run: --threshold %g %%", threshold! * 100)
+        } else {
+            source = "the measured noise floor (the largest repeat-to-repeat change, the larger of \(floors.count == 2 ? "both runs" : "the one run that measured it"), per size)"
+                + (threshold.map { String(format: ", at least --threshold %g %%", $0 * 100) } ?? "")
+        }
+        func limit(_ size: UInt64) -> Double {
+            if floors.isEmpty { return threshold ?? fallbackThreshold }
+            return max(floors.map { $0.limit(at: size) }.max()!, threshold ?? 0)
+        }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {
             let b = base[key], c = cur[key]
+            let t = limit(key.size)
             var row = Row(backend: key.backend, kind: key.kind, size: key.size, baselineMapP50: b?.map?.p50, currentMapP50: c?.map?.p50,
-                          baselineUnmapP50: b?.unmap?.p50, currentUnmapP50: c?.unmap?.p50, flag: .unmatched)
+                          baselineUnmapP50: b?.unmap?.p50, currentUnmapP50: c?.unmap?.p50, threshold: t, flag: .unmatched)
             if let bm = row.baselineMapP50, let cm = row.currentMapP50 { row.mapChange = BenchMath.change(from: bm, to: cm) }
             if let bu = row.baselineUnmapP50, let cu = row.currentUnmapP50 { row.unmapChange = BenchMath.change(from: bu, to: cu) }
             let changes = [row.mapChange, row.unmapChange].compactMap { $0 }
             if !changes.isEmpty {
-                row.flag = changes.contains { $0 > threshold } ? .slower : changes.contains { $0 < -threshold } ? .faster : .same
+                row.flag = changes.contains { $0 > t } ? .slower : changes.contains { 1 + $0 < 1 / (1 + t) } ? .faster : .same
             }
             rows.append(row)
         }
@@ -428,7 +657,7 @@ public struct BenchComparison: Codable, Equatable, Sendable {
             kinds.append(KindVerdict(kind: k, flag: flag, rows: rs.count, slowerRows: slower, fasterRows: faster,
                                      largestChange: largest?.0, largestAt: largest?.1))
         }
-        return BenchComparison(baseline: baseline.name, current: current.name, threshold: threshold, rows: rows, kinds: kinds,
+        return BenchComparison(baseline: baseline.name, current: current.name, thresholdSource: source, threshold: threshold, rows: rows, kinds: kinds,
                                baselineMatrixSeconds: baseline.matrix?.seconds, currentMatrixSeconds: current.matrix?.seconds)
     }
 }
@@ -439,11 +668,12 @@ public enum BenchEvent: Codable, Equatable, Sendable {
     case header(BenchRun, planned: Int)
     case point(BenchPoint)
     case cHelper(CHelperResult)
+    case round(RoundSample)
     case end(seconds: Double)
 
     public static let marker = "VFXB "
 
-    enum CodingKeys: String, CodingKey { case type, run, planned, point, cHelper, seconds }
+    enum CodingKeys: String, CodingKey { case type, run, planned, point, cHelper, round, seconds }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -451,6 +681,7 @@ public enum BenchEvent: Codable, Equatable, Sendable {
         case "header": self = .header(try c.decode(BenchRun.self, forKey: .run), planned: try c.decode(Int.self, forKey: .planned))
         case "point": self = .point(try c.decode(BenchPoint.self, forKey: .point))
         case "c-helper": self = .cHelper(try c.decode(CHelperResult.self, forKey: .cHelper))
+        case "round": self = .round(try c.decode(RoundSample.self, forKey: .round))
         case "end": self = .end(seconds: try c.decode(Double.self, forKey: .seconds))
         case let t: throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown bench event \(t)")
         }
@@ -462,6 +693,7 @@ public enum BenchEvent: Codable, Equatable, Sendable {
         case .header(let r, let n): try c.encode("header", forKey: .type); try c.encode(r, forKey: .run); try c.encode(n, forKey: .planned)
         case .point(let p): try c.encode("point", forKey: .type); try c.encode(p, forKey: .point)
         case .cHelper(let h): try c.encode("c-helper", forKey: .type); try c.encode(h, forKey: .cHelper)
+        case .round(let r): try c.encode("round", forKey: .type); try c.encode(r, forKey: .round)
         case .end(let s): try c.encode("end", forKey: .type); try c.encode(s, forKey: .seconds)
         }
     }
@@ -490,6 +722,9 @@ public struct BenchStreamContents {
             case .header(let r, let n): run = r; planned = n
             case .point(let p): run?.points.append(p)
             case .cHelper(let h): run?.cHelper = h
+            case .round(let r):
+                if run?.rounds == nil { run?.rounds = [] }
+                run?.rounds?.append(r)
             case .end(let s): run?.seconds = s; finished = true
             case nil: continue
             }
@@ -497,5 +732,6 @@ public struct BenchStreamContents {
         run?.recompute()
     }
 
-    public var pointCount: Int { run?.points.count ?? 0 }
+    /// Points and comparison blocks received.
+    public var pointCount: Int { (run?.points.count ?? 0) + (run?.rounds?.count ?? 0) }
 }

@@ -72,52 +72,117 @@ public enum BenchText {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// One row per point: n, map and unmap p50/p99/max, throughput at the median.
+    /// µs with two decimals below 10, one below 1000; "-" for nothing.
+    public static func micros(_ v: Double?) -> String {
+        guard let v, v.isFinite else { return "-" }
+        return String(format: abs(v) < 10 ? "%.2f" : abs(v) < 1000 ? "%.1f" : "%.0f", v)
+    }
+
+    static func interval(_ i: Interval?, _ fmt: String = "%.3f") -> String {
+        guard let i else { return "-" }
+        return String(format: "\(fmt) [\(fmt), \(fmt)]", i.estimate, i.low, i.high)
+    }
+
+    /// One row per point: n, map and unmap p50/p99/max, throughput at the median, CPU µs per call.
     public static func table(_ run: BenchRun) -> String {
-        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "notes"]]
+        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "CPU µs", "user", "sys", "notes"]]
         for p in run.points {
             rows.append([p.backend, p.kind, formatSize(p.size), p.map.map { String($0.count) } ?? "-",
                          duration(p.map?.p50), duration(p.map?.p99), duration(p.map?.max), gibps(p.mapGiBps),
-                         duration(p.unmap?.p50), duration(p.unmap?.p99), duration(p.unmap?.max), gibps(p.unmapGiBps), notes(p)])
+                         duration(p.unmap?.p50), duration(p.unmap?.p99), duration(p.unmap?.max), gibps(p.unmapGiBps),
+                         micros(p.cpuPerCall), micros(p.userPerCall), micros(p.systemPerCall), notes(p)])
         }
-        return columns(rows, rightAligned: Set(2...11))
+        return columns(rows, rightAligned: Set(2...14)) + "CPU µs: the thread's CPU time per call (map or unmap) over the timed pairs, exact (CLOCK_THREAD_CPUTIME_ID); user / sys: its split by getrusage(RUSAGE_THREAD), which the kernel samples by the tick (4 ms at HZ=250): statistical, not exact, for short points\n"
     }
 
-    /// Swift vs C per call, and the verdict against the 5 % target.
+    /// Swift vs C, alternating: ratio intervals, the CPU split and the verdict against the target.
     public static func overhead(_ run: BenchRun) -> String {
+        let s = run.settings
         guard let h = run.cHelper else { return "tool overhead: not measured (no --c-helper)\n" }
-        var out = "tool overhead: this tool's map/unmap loop vs bench/map_bench.c on the same kernel, anon-private, median per call (ratio = Swift / C, target ≤ \(String(format: "%.2f", OverheadSummary.target)))\n"
+        var out = "tool overhead: this tool's map/unmap loop vs bench/map_bench.c, anon-private, taking turns: \(s.rounds ?? 0) rounds, "
+            + "each a Swift and a C block per point in an order drawn from seed \(s.seed ?? 0); every block opens its container, builds a "
+            + "2M-aligned region touched once per page, \(s.warmup) warm-up then \(s.roundPairs ?? 0) timed pairs.\n"
+            + "ratio = Swift / C of the block medians, paired per round: geometric mean [95 % bootstrap interval over rounds]\n"
         if let e = h.error { out += "C helper error: \(e)\n" }
-        for p in h.points where p.status != .ok { out += "C helper \(p.backend) \(formatSize(p.size)): \(p.status.rawValue): \(p.reason ?? "")\n" }
-        guard !run.overhead.isEmpty else { return out + "no size measured by both\n" }
-        var rows = [["backend", "size", "map Swift", "map C", "ratio", "unmap Swift", "unmap C", "ratio", "THP kB Swift/C"]]
-        for r in run.overhead {
-            let thp = r.swiftHugeKB == r.cHugeKB ? (r.swiftHugeKB ?? "-") : "\(r.swiftHugeKB ?? "?")/\(r.cHugeKB ?? "?") (differ)"
-            rows.append([r.backend, formatSize(r.size), duration(r.swiftMapP50), duration(r.cMapP50), String(format: "%.3f", r.mapRatio),
-                         duration(r.swiftUnmapP50), duration(r.cUnmapP50), String(format: "%.3f", r.unmapRatio), thp])
+        guard let rows = run.comparison, !rows.isEmpty else { return out + "no point measured by both\n" }
+        var t = [["backend", "size", "rounds", "map ratio", "", "unmap ratio", "", "CPU µs/call S/C", "Swift−C CPU µs/call", "user S/C", "sys S/C", "Swift−C user", "notes"]]
+        for r in rows {
+            t.append([r.backend, formatSize(r.size), String(r.rounds), interval(r.map), r.mapVerdict?.rawValue ?? "-",
+                      interval(r.unmap), r.unmapVerdict?.rawValue ?? "-",
+                      "\(micros(r.swiftCPU))/\(micros(r.cCPU))", interval(r.cpuOverhead, "%+.2f"),
+                      "\(micros(r.swiftUser))/\(micros(r.cUser))", "\(micros(r.swiftSystem))/\(micros(r.cSystem))", interval(r.userOverhead, "%+.2f"),
+                      r.thpDiffer > 0 ? "THP differs in \(r.thpDiffer) rounds" : ""])
         }
-        out += columns(rows, rightAligned: Set(1...7))
-        if let s = run.overheadSummary {
-            out += String(format: "overhead: geometric mean %.3f over %d ratios (%+.1f %% per call), worst %.3f (%@); %d above %.2f — %@\n",
-                          s.geometricMean, s.rows * 2, (s.geometricMean - 1) * 100, s.worst, s.worstAt, s.overTarget, OverheadSummary.target,
-                          s.withinTarget ? "within the 5 % target" : "OVER the 5 % target")
+        out += columns(t, rightAligned: [1, 2, 3, 5, 7, 8, 9, 10, 11])
+        out += "CPU µs/call: exact thread CPU time (CLOCK_THREAD_CPUTIME_ID) over the timed pairs per call; user/sys: its getrusage split, tick-sampled (statistical)\n"
+        if let sum = run.overheadSummary {
+            out += "\(sum.intervals) ratio intervals: \(sum.notDistinguishable) not distinguishable from 1; against ≤ \(String(format: "%.2f", OverheadSummary.target)): "
+                + "\(sum.within) within, \(sum.over) over, \(sum.undecided) straddle it (noise too large to judge); widest interval ×\(String(format: "%.2f", sum.widest)) (\(sum.widestAt))\n"
+            if let u = sum.cpuOverhead {
+                out += "CPU time the tool adds per call (Swift − C, exact, all rounds): \(interval(u, "%+.2f")) µs\n"
+            }
+            if let u = sum.userOverhead {
+                out += "of which user time (Swift − C, tick-sampled, all rounds): \(interval(u, "%+.2f")) µs\n"
+            }
+            out += "overhead: \(sum.verdict.rawValue)\n"
+        }
+        return out
+    }
+
+    public static func noise(_ run: BenchRun) -> String {
+        guard let n = run.noise else { return "noise floor: not measured (no comparison rounds)\n" }
+        var out = String(format: "noise floor: two repeats of one point, nothing changed, move its median by up to %.1f %% (%.0fth percentile of %d repeat pairs; each repeat is a Swift block of the comparison)\n",
+                         n.floor * 100, n.quantile * 100, n.pairs)
+        out += "  per size (95th percentile / largest, the latter is what --baseline must exceed): "
+            + n.perSize.map { String(format: "%@ %.0f / %.0f %%", formatSize($0.size), $0.floor * 100, ($0.largest ?? $0.floor) * 100) }.joined(separator: ", ") + "\n"
+        return out
+    }
+
+    /// Guest-sized maps: whole-guest map and unmap time per backing and size, and its growth per GiB.
+    public static func guest(_ run: BenchRun) -> String {
+        let pts = run.points.filter { $0.kind.hasPrefix("guest-") }
+        guard !pts.isEmpty else { return "" }
+        let s = run.settings
+        var out = "guest-sized maps: guest RAM laid out as q35 does (max-ram-below-4g \(formatSize(s.guestBelow4G ?? 0))), one MAP_DMA per RAM slot at IOVA = guest physical, \(s.guestBackend ?? "-"); time for the whole guest\n"
+        var rows = [["backing", "guest RAM", "slots", "n", "map p50", "per GiB", "unmap p50", "per GiB", "CPU µs", "user", "sys", "notes"]]
+        for p in pts {
+            let gib = Double(p.size) / Double(1 << 30)
+            rows.append([p.kind.replacingOccurrences(of: "guest-", with: ""), formatSize(p.size),
+                         p.properties["slots"].map { String($0.split(separator: " ").count) } ?? "-", p.map.map { String($0.count) } ?? "-",
+                         duration(p.map?.p50), duration(p.map.map { UInt64(Double($0.p50) / gib) }),
+                         duration(p.unmap?.p50), duration(p.unmap.map { UInt64(Double($0.p50) / gib) }),
+                         micros(p.cpuMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
+                         micros(p.userMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }), micros(p.systemMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
+                         p.status == .ok ? (p.properties["slots"] ?? "") : "\(p.status.rawValue): \(p.reason ?? "")"])
+        }
+        out += columns(rows, rightAligned: Set(1...10))
+        out += "CPU / user / sys µs: per whole-guest map+unmap\n"
+        for k in BenchOptions.guestKinds {
+            let ok = pts.filter { $0.kind == k && $0.status == .ok }
+            let xs = ok.map { Double($0.size) / Double(1 << 30) }
+            if let m = BenchMath.linearFit(xs, ok.map { Double($0.map!.p50) / 1e6 }), let u = BenchMath.linearFit(xs, ok.map { Double($0.unmap!.p50) / 1e6 }) {
+                out += String(format: "  %@: map grows %.1f ms per GiB (fit over %d sizes, %.2f ms at 0), unmap %.1f ms per GiB\n",
+                              k.replacingOccurrences(of: "guest-", with: ""), m.slope, ok.count, m.intercept, u.slope)
+            } else if let p = ok.first {
+                out += String(format: "  %@: one size only (%@): no growth fitted\n", k.replacingOccurrences(of: "guest-", with: ""), formatSize(p.size))
+            }
         }
         return out
     }
 
     public static func report(_ run: BenchRun) -> String {
-        header(run) + "\n" + table(run) + "\n" + overhead(run)
+        header(run) + "\n" + table(run) + "\n" + overhead(run) + "\n" + noise(run) + (guest(run).isEmpty ? "" : "\n" + guest(run))
     }
 
     public static func comparison(_ c: BenchComparison) -> String {
-        var out = "comparison: \(c.baseline) → \(c.current); medians, flagged when one moved more than ±\(String(format: "%g", c.threshold * 100)) %\n"
-        var rows = [["backend", "kind", "size", "map before", "map now", "change", "unmap before", "unmap now", "change", "flag"]]
+        var out = "comparison: \(c.baseline) → \(c.current); medians, flagged only beyond \(c.thresholdSource)\n"
+        var rows = [["backend", "kind", "size", "map before", "map now", "change", "unmap before", "unmap now", "change", "noise", "flag"]]
         for r in c.rows {
             rows.append([r.backend, r.kind, formatSize(r.size), duration(r.baselineMapP50), duration(r.currentMapP50), percent(r.mapChange),
-                         duration(r.baselineUnmapP50), duration(r.currentUnmapP50), percent(r.unmapChange),
+                         duration(r.baselineUnmapP50), duration(r.currentUnmapP50), percent(r.unmapChange), String(format: "±%.0f%%", r.threshold * 100),
                          r.flag == .same ? "" : r.flag == .slower ? "SLOWER" : r.flag.rawValue])
         }
-        out += columns(rows, rightAligned: Set(2...8))
+        out += columns(rows, rightAligned: Set(2...9))
         out += "per kind:\n"
         var krows: [[String]] = []
         for k in c.kinds {
@@ -131,8 +196,8 @@ public enum BenchText {
             out += String(format: "default matrix, QEMU start to verdict: %.1f s → %.1f s (%@)\n", b, n, percent(BenchMath.change(from: UInt64(b * 1000), to: UInt64(n * 1000))))
         }
         let slower = c.slowerKinds
-        out += slower.isEmpty ? "verdict: no kind got slower beyond the threshold\n"
-                              : "verdict: slower beyond the threshold: \(slower.joined(separator: ", "))\n"
+        out += slower.isEmpty ? "verdict: no kind got slower beyond the noise\n"
+                              : "verdict: slower beyond the noise: \(slower.joined(separator: ", "))\n"
         return out
     }
 }

@@ -15,8 +15,20 @@ public struct BenchOptions {
     public var budgetSeconds = 2.0
     /// The IOVA every point maps at (the C helper uses the same).
     public var iova: UInt64 = 1 << 32
-    /// bench/map_bench built static: run after each backend's session, compared per call.
+    /// bench/map_bench built static: takes turns with this tool in the comparison.
     public var cHelper: String?
+    /// The comparison: rounds of one Swift and one C block per (backend, size), pairs per
+    /// block, the seed of the per-round order. 0 rounds: no comparison and no noise floor.
+    public var rounds = 10
+    public var roundPairs = 5
+    public var seed: UInt64 = 1
+    /// anon-private sizes the comparison runs at (default: those of --size up to 128M).
+    public var compareSizes: [UInt64]?
+    /// Guest RAM sizes mapped as q35 lays them out; empty: none.
+    public var guestSizes: [UInt64] = BenchOptions.defaultGuestSizes
+    public var guestKinds: [String] = BenchOptions.guestKinds
+    /// q35's max-ram-below-4g: 512M so that guests the test VM can hold split around the PCI hole.
+    public var guestBelow4G: UInt64 = 512 << 20
     public var fsDir = "/mnt/fs"
     public var tmpfsDir = "/dev/shm"
     public var fsdaxDir = "/mnt/dax"
@@ -26,6 +38,10 @@ public struct BenchOptions {
 
     public static let defaultKinds: [CaseKind] = [.anonPrivate, .memfd, .hugetlb2M, .hugetlb1G, .thp, .bar]
     public static let defaultSizes: [UInt64] = [4 << 10, 64 << 10, 1 << 20, 2 << 20, 16 << 20, 128 << 20, 1 << 30]
+    /// What the test VM (4G, 1×1G + 64×2M hugepages) can hold; the sizes a backing cannot fill skip.
+    public static let defaultGuestSizes: [UInt64] = [64 << 20, 128 << 20, 512 << 20, 1 << 30]
+    /// Guest RAM backings: 4K pages, THP (QEMU's madvise), hugetlbfs 2M and 1G.
+    public static let guestKinds = ["guest-anon-4K", "guest-thp", "guest-hugetlb-2M", "guest-hugetlb-1G"]
     /// The container backends (the C helper speaks these two).
     public static var defaultBackends: [BackendKind] { BackendKind.allCases.filter { ["type1", "type1v2"].contains($0.rawValue) } }
 
@@ -50,6 +66,32 @@ public struct BenchOptions {
         if !(budgetSeconds >= 0) { throw UsageError("--budget must not be negative") }
         if iova % (1 << 30) != 0 { throw UsageError("--iova must be 1 GiB aligned") }
         if backends.isEmpty || kinds.isEmpty || sizes.isEmpty { throw UsageError("nothing to measure") }
+        if rounds < 0 || rounds == 1 { throw UsageError("--rounds must be 0 (no comparison) or at least 2") }
+        if roundPairs < 1 { throw UsageError("--round-pairs must be at least 1") }
+        for s in compareSizes ?? [] where s == 0 || s % 4096 != 0 {
+            throw UsageError("--compare-size \(formatSize(s)) is not a positive multiple of 4K")
+        }
+        for s in guestSizes where s < (2 << 20) || s % (2 << 20) != 0 {
+            throw UsageError("--guest-size \(formatSize(s)) is not a positive multiple of 2M")
+        }
+        for k in guestKinds where !Self.guestKinds.contains(k) {
+            throw UsageError("--guest-kind \(k): one of \(Self.guestKinds.joined(separator: ", "))")
+        }
+        if guestBelow4G < (2 << 20) || guestBelow4G > (1 << 32) { throw UsageError("--guest-below-4g must be between 2M and 4G") }
+    }
+
+    /// The comparison's sizes: anon-private's, up to 128M unless given (a 1G block costs seconds per pair in TCG).
+    public var comparisonSizes: [UInt64] {
+        compareSizes.map { Array(Set($0)).sorted() } ?? Array(Set(sizes)).sorted().filter { $0 <= 128 << 20 }
+    }
+
+    /// Guest sizes a backing can be built at: hugetlb in whole pages.
+    public static func guestSizes(for kind: String, from sizes: [UInt64]) -> [UInt64] {
+        let sorted = Array(Set(sizes)).sorted()
+        switch kind {
+        case "guest-hugetlb-1G": return sorted.filter { $0 % (1 << 30) == 0 }
+        default: return sorted.filter { $0 % (2 << 20) == 0 }
+        }
     }
 
     /// The sizes a kind is measured at: hugetlb and THP in whole huge pages, BARs up to their size.
@@ -69,7 +111,13 @@ public struct BenchOptions {
     var settings: BenchSettings {
         BenchSettings(backends: backends.map(\.rawValue), kinds: kinds.map(\.rawValue), sizes: Array(Set(sizes)).sorted(),
                       repetitions: repetitions, warmup: warmup, minRepetitions: min(minRepetitions, repetitions),
-                      budgetSeconds: budgetSeconds, iova: iova)
+                      budgetSeconds: budgetSeconds, iova: iova, rounds: rounds, roundPairs: roundPairs, seed: seed,
+                      guestSizes: guestSizes, guestBelow4G: guestBelow4G, guestBackend: guestBackend?.rawValue)
+    }
+
+    /// QEMU's backend for guest RAM: type1v2 when measured, else the first.
+    public var guestBackend: BackendKind? {
+        guestSizes.isEmpty || guestKinds.isEmpty ? nil : backends.first { $0.rawValue == "type1v2" } ?? backends.first
     }
 }
 
@@ -88,7 +136,8 @@ final class BenchStreamWriter {
 
 /// Measures VFIO_IOMMU_MAP_DMA / UNMAP_DMA per region kind and size on a device bound to vfio-pci.
 /// Each region is built once per (kind, size) and mapped and unmapped at one IOVA, each call
-/// timed alone with CLOCK_MONOTONIC; bench/map_bench.c repeats the anon-private loop in C.
+/// timed alone with CLOCK_MONOTONIC. Then the comparison (this tool and bench/map_bench.c taking
+/// turns on anon-private) and the guest-sized maps.
 public final class BenchRunner {
     public let options: BenchOptions
     let pci: PCIDevice
@@ -116,8 +165,7 @@ public final class BenchRunner {
         return nil
     }
 
-    /// Every point in measuring order: per backend, anon-private last so the C helper's run of the
-    /// same loop (right after the backend's session closes) is next to it in time.
+    /// Every point of the sweep in measuring order: per backend, anon-private last.
     public func plan() -> [BenchPlanEntry] {
         let bar = Self.memoryBARSize(pciAddress: pci.address)
         var kinds = options.kinds.filter { $0 != .anonPrivate }
@@ -140,10 +188,10 @@ public final class BenchRunner {
         let fmt = ISO8601DateFormatter()
         let device = "\(pci.address) [\(pci.vendor.dropFirst(2)):\(pci.device.dropFirst(2))] group \(group)"
         var run = BenchRun(kernelRelease: kernelRelease(), device: device, started: fmt.string(from: Date()), settings: options.settings)
-        emit(.header(run, planned: plan.count))
-        var helperPoints: [BenchPoint] = []
-        var helperCommands: [String] = []
-        var helperErrors: [String] = []
+        let sides = options.cHelper == nil ? 1 : 2
+        let blocks = options.rounds * sides * options.comparisonSizes.count * comparisonBackends.count
+        let guests = options.guestBackend == nil ? 0 : options.guestKinds.map { BenchOptions.guestSizes(for: $0, from: options.guestSizes).count }.reduce(0, +)
+        emit(.header(run, planned: plan.count + blocks + guests))
         var done = 0
         for backend in options.backends {
             let entries = plan.filter { $0.backend == backend }
@@ -153,19 +201,11 @@ public final class BenchRunner {
                 emit(.point(p))
             }
             run.points += points
-            // The group is free again: the C helper's loop on the same sizes and offsets.
-            guard let helper = options.cHelper, BenchOptions.cHelperBackends.contains(backend.rawValue) else { continue }
-            progress("C helper, \(backend.rawValue)")
-            let h = runCHelper(helper, backend: backend, swift: points)
-            helperCommands += h.commands
-            helperPoints += h.points
-            if let e = h.error { helperErrors.append("\(backend.rawValue): \(e)") }
         }
-        if options.cHelper != nil {
-            let h = CHelperResult(commands: helperCommands, points: helperPoints, error: helperErrors.isEmpty ? nil : helperErrors.joined(separator: "; "))
-            run.cHelper = h
-            emit(.cHelper(h))
-        }
+        if options.cHelper != nil { run.cHelper = CHelperResult(commands: [], points: []) }
+        run.rounds = try runComparison(helper: &run.cHelper, progress: progress)
+        if let h = run.cHelper { emit(.cHelper(h)) }
+        run.points += try runGuest(progress: progress)
         run.seconds = Double(monotonicNanos() - start) / 1e9
         run.recompute()
         emit(.end(seconds: run.seconds!))
@@ -280,8 +320,9 @@ public final class BenchRunner {
         mapNs.reserveCapacity(options.repetitions)
         unmapNs.reserveCapacity(options.repetitions)
         var start: UInt64 = 0
+        var cpu0 = ThreadCPU.now()
         for i in 0..<total {
-            if i == options.warmup { start = monotonicNanos() }
+            if i == options.warmup { start = monotonicNanos(); cpu0 = ThreadCPU.now() }
             let t0 = monotonicNanos()
             let r = c.map(vaddr: region.vaddr, iova: iova, size: size, flags: .readWrite)
             let t1 = monotonicNanos()
@@ -308,7 +349,10 @@ public final class BenchRunner {
                 if mapNs.count >= minimum && monotonicNanos() - start > budget { break }
             }
         }
-        return point(.ok, nil, map: mapNs, unmap: unmapNs, props: props)
+        let cpu = ThreadCPU.now() - cpu0
+        var p = point(.ok, nil, map: mapNs, unmap: unmapNs, props: props)
+        (p.userMicros, p.systemMicros, p.cpuMicros) = (cpu.user, cpu.system, cpu.total)
+        return p
     }
 
     /// The C helper's JSON (bench/map_bench.c).
@@ -324,6 +368,9 @@ public final class BenchRunner {
             var warmup: Int?
             var map_ns: [UInt64]?
             var unmap_ns: [UInt64]?
+            var user_us: Double?
+            var sys_us: Double?
+            var cpu_us: Double?
         }
         var schema: String
         var kernel: String
@@ -339,40 +386,243 @@ public final class BenchRunner {
             if let k = p.anon_huge_kb { props["anon_huge_kb"] = String(k) }
             return BenchPoint(backend: p.backend, kind: p.kind, source: "c", size: p.size,
                               status: p.status == "ok" ? .ok : .error, reason: p.reason, warmup: p.warmup ?? 0,
-                              mapNanos: p.map_ns ?? [], unmapNanos: p.unmap_ns ?? [], properties: props)
+                              mapNanos: p.map_ns ?? [], unmapNanos: p.unmap_ns ?? [], properties: props,
+                              userMicros: p.user_us, systemMicros: p.sys_us, cpuMicros: p.cpu_us)
         }
     }
 
-    /// Runs bench/map_bench for one backend at the anon-private sizes, each region placed at the
-    /// Swift region's offset modulo 2 MiB. Only one process may hold the group: ours is closed.
-    func runCHelper(_ path: String, backend: BackendKind, swift: [BenchPoint]) -> CHelperResult {
-        let offsets = Dictionary(swift.filter { $0.kind == CaseKind.anonPrivate.rawValue }
-            .map { ($0.size, $0.properties["vaddr_offset_2m"] ?? "0") }, uniquingKeysWith: { a, _ in a })
-        let sizes = offsets.isEmpty ? BenchOptions.sizes(for: .anonPrivate, from: options.sizes, barSize: nil) : offsets.keys.sorted()
-        var args = ["--device", pci.address, "--backend", backend.rawValue]
-        for s in sizes { args += ["--size", "\(s)@\(offsets[s] ?? "0")"] }
-        args += ["--reps", String(options.repetitions), "--warmup", String(options.warmup),
-                 "--min-reps", String(min(options.minRepetitions, options.repetitions)),
-                 "--budget", String(options.budgetSeconds), "--iova", String(options.iova)]
-        let command = [path] + args
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            return CHelperResult(commands: [command.joined(separator: " ")], points: [], error: "\(path) is not executable")
+    /// The backends the comparison runs on: those the C helper speaks (all, without it).
+    var comparisonBackends: [BackendKind] {
+        options.backends.filter { options.cHelper == nil || BenchOptions.cHelperBackends.contains($0.rawValue) }
+    }
+
+    /// Swift and C take turns per (backend, size), rounds outermost, the order within each pair
+    /// drawn from the seed. Each block opens its own container and builds its own region the
+    /// same way (2M-aligned, one write per page), warms up alike, then times `roundPairs` pairs.
+    func runComparison(helper: inout CHelperResult?, progress: (String) -> Void) throws -> [RoundSample] {
+        let sizes = options.comparisonSizes
+        let backends = comparisonBackends
+        guard options.rounds > 0, !sizes.isEmpty, !backends.isEmpty else { return [] }
+        let points = backends.flatMap { b in sizes.map { (backend: b, size: $0) } }
+        let sides: [BenchSide] = options.cHelper == nil ? [.swift] : [.swift, .c]
+        let blocks = AlternationSchedule.blocks(rounds: options.rounds, points: points.count, sides: sides, seed: options.seed)
+        var out: [RoundSample] = []
+        var errors: [String] = []
+        for (n, b) in blocks.enumerated() {
+            let (backend, size) = points[b.point]
+            let order = out.filter { $0.round == b.round && $0.backend == backend.rawValue && $0.size == size }.count
+            progress("comparison [\(n + 1)/\(blocks.count)] round \(b.round + 1) \(backend.rawValue) \(formatSize(size)) \(b.side.rawValue)")
+            var r: RoundSample
+            switch b.side {
+            case .swift: r = try swiftBlock(backend, size: size)
+            case .c:
+                let (sample, command) = cBlock(options.cHelper!, backend: backend, size: size)
+                r = sample
+                if helper?.commands.isEmpty ?? false { helper?.commands = [command] }
+            }
+            (r.round, r.order) = (b.round, order)
+            if r.status == .error, let e = r.reason, !errors.contains(e) { errors.append(e) }
+            emit(.round(r))
+            out.append(r)
         }
-        // posix_spawn, not Foundation's Process: in the initramfs guest Process cannot create its
-        // run-loop socket pair and never reports the child's end.
-        let limit = 120 + Double(sizes.count) * (options.budgetSeconds + 30)
-        let r = Subprocess.run(command, timeout: limit)
-        if let e = r.error { return CHelperResult(commands: [command.joined(separator: " ")], points: [], error: e) }
-        let data = r.stdout
-        let errText = String(decoding: r.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard r.status == 0 else {
-            return CHelperResult(commands: [command.joined(separator: " ")], points: [],
-                                 error: "exit \(r.status)" + (errText.isEmpty ? "" : ": \(errText)"))
+        if options.cHelper != nil && !errors.isEmpty { helper?.error = errors.prefix(3).joined(separator: "; ") }
+        return out
+    }
+
+    func benchRunOptions() -> RunOptions {
+        var ro = RunOptions(device: options.device)
+        ro.dataCheck = false
+        ro.fsDir = options.fsDir
+        ro.tmpfsDir = options.tmpfsDir
+        ro.fsdaxDir = options.fsdaxDir
+        ro.devdax = options.devdax
+        return ro
+    }
+
+    /// map_bench's region recipe: 2M-aligned private anonymous memory, one write per page.
+    static func comparisonRegion(_ size: UInt64) throws -> MappedMemory {
+        let m = try MappedMemory.map(length: Int(size), prot: Mem.rw, flags: Mem.anon, alignment: 2 << 20)
+        Mem.touch(m)
+        return m
+    }
+
+    func swiftBlock(_ backend: BackendKind, size: UInt64) throws -> RoundSample {
+        var r = RoundSample(backend: backend.rawValue, size: size, round: 0, side: .swift, order: 0)
+        func fail(_ why: String) -> RoundSample { r.status = .error; r.reason = why; return r }
+        let session: Session
+        do { session = try Session(backend: backend, group: group, options: benchRunOptions(), pci: pci) } catch let e as UsageError {
+            throw e
+        } catch { return fail("\(backend.rawValue) container set-up: \(error)") }
+        defer { session.close() }
+        let m: MappedMemory
+        do { m = try Self.comparisonRegion(size) } catch { return fail("mmap: \(error)") }
+        defer { m.unmap() }
+        r.anonHugeKB = Mem.smaps(for: m.address)["AnonHugePages"]?.split(separator: " ").first.map(String.init)
+        let c = session.space, iova = options.iova
+        r.mapNanos.reserveCapacity(options.roundPairs)
+        r.unmapNanos.reserveCapacity(options.roundPairs)
+        var cpu0 = ThreadCPU.now()
+        for i in 0..<(options.warmup + options.roundPairs) {
+            if i == options.warmup { cpu0 = ThreadCPU.now() }
+            let t0 = monotonicNanos()
+            let mr = c.map(vaddr: m.address, iova: iova, size: size, flags: .readWrite)
+            let t1 = monotonicNanos()
+            if case .failure(let e) = mr { return fail("VFIO_IOMMU_MAP_DMA: \(e.symbol)") }
+            let t2 = monotonicNanos()
+            let ur = c.unmap(iova: iova, size: size)
+            let t3 = monotonicNanos()
+            guard case .success(let n) = ur, n == size else { _ = c.unmap(iova: iova, size: size); return fail("VFIO_IOMMU_UNMAP_DMA failed") }
+            if i >= options.warmup {
+                r.mapNanos.append(t1 - t0)
+                r.unmapNanos.append(t3 - t2)
+            }
         }
-        do {
-            return CHelperResult(commands: [command.joined(separator: " ")], points: try Self.parseCHelper(data))
+        let cpu = ThreadCPU.now() - cpu0
+        (r.userMicros, r.systemMicros, r.cpuMicros) = (cpu.user, cpu.system, cpu.total)
+        return r
+    }
+
+    /// One C block: map_bench for one backend and size, the same warm-up and pair count, no budget.
+    func cBlock(_ path: String, backend: BackendKind, size: UInt64) -> (RoundSample, String) {
+        var r = RoundSample(backend: backend.rawValue, size: size, round: 0, side: .c, order: 0)
+        let command = [path, "--device", pci.address, "--backend", backend.rawValue, "--size", "\(size)@0",
+                       "--reps", String(options.roundPairs), "--warmup", String(options.warmup), "--min-reps", String(options.roundPairs),
+                       "--budget", "0", "--iova", String(options.iova)]
+        let line = command.joined(separator: " ")
+        func fail(_ why: String) -> (RoundSample, String) { r.status = .error; r.reason = why; return (r, line) }
+        guard FileManager.default.isExecutableFile(atPath: path) else { return fail("\(path) is not executable") }
+        // posix_spawn, not Foundation's Process: in the initramfs guest Process never reports the child's end.
+        let x = Subprocess.run(command, timeout: 120 + Double(options.warmup + options.roundPairs) * 30)
+        if let e = x.error { return fail(e) }
+        let err = String(decoding: x.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard x.status == 0 else { return fail("exit \(x.status)" + (err.isEmpty ? "" : ": \(err)")) }
+        guard let p = try? Self.parseCHelper(x.stdout).first else { return fail("unreadable output") }
+        guard p.status == .ok else { return fail(p.reason ?? "error") }
+        (r.mapNanos, r.unmapNanos, r.userMicros, r.systemMicros, r.cpuMicros) = (p.mapNanos, p.unmapNanos, p.userMicros, p.systemMicros, p.cpuMicros)
+        r.anonHugeKB = p.properties["anon_huge_kb"]
+        return (r, line)
+    }
+
+    // MARK: guest-sized maps
+
+    static let madvNoHugepage: Int32 = 15  // MADV_NOHUGEPAGE
+
+    /// One host allocation for the whole guest RAM, as QEMU's RAM block.
+    func guestRegion(_ kind: String, size: UInt64) throws -> Region {
+        let ctx = RegionContext(bars: [], fsDir: options.fsDir, tmpfsDir: options.tmpfsDir, fsdaxDir: options.fsdaxDir, devdax: options.devdax)
+        switch kind {
+        case "guest-thp": return try THP().build(size: size, instance: nil, context: ctx)
+        case "guest-hugetlb-2M": return try Hugetlb2M().build(size: size, instance: nil, context: ctx)
+        case "guest-hugetlb-1G": return try Hugetlb1G().build(size: size, instance: nil, context: ctx)
+        default:
+            let m = try Mem.anonymous(size, alignment: 2 << 20)
+            _ = madvise(m.base, m.length, Self.madvNoHugepage)
+            Mem.touch(m)
+            return Region(vaddr: m.address, size: size, access: .readWrite, keep: [m])
+        }
+    }
+
+    /// Guest RAM mapped as QEMU maps it for VFIO: one MAP_DMA per q35 RAM slot, IOVA = guest
+    /// physical address; timed for the whole guest (all slots), then unmapped slot by slot.
+    func runGuest(progress: (String) -> Void) throws -> [BenchPoint] {
+        guard let backend = options.guestBackend else { return [] }
+        let entries = options.guestKinds.flatMap { k in BenchOptions.guestSizes(for: k, from: options.guestSizes).map { (k, $0) } }
+        guard !entries.isEmpty else { return [] }
+        func point(_ k: String, _ size: UInt64, _ status: BenchPoint.Status, _ reason: String?) -> BenchPoint {
+            BenchPoint(backend: backend.rawValue, kind: k, size: size, status: status, reason: reason)
+        }
+        let session: Session
+        do { session = try Session(backend: backend, group: group, options: benchRunOptions(), pci: pci) } catch let e as UsageError {
+            throw e
         } catch {
-            return CHelperResult(commands: [command.joined(separator: " ")], points: [], error: "unreadable output: \(error)")
+            return entries.map { point($0.0, $0.1, .skip, "\(backend.rawValue): \(error)") }
         }
+        defer { session.close() }
+        var out: [BenchPoint] = []
+        for (i, (kind, size)) in entries.enumerated() {
+            let began = monotonicNanos()
+            let slots = GuestLayout.q35(ram: size, maxBelow4G: options.guestBelow4G)
+            var p: BenchPoint
+            if let bad = slots.first(where: { s in !session.info.iovaRanges.isEmpty && !session.info.iovaRanges.contains { $0.contains(s.gpa, size: s.size) } }) {
+                p = point(kind, size, .skip, String(format: "slot at 0x%llx + %@ is outside the container's IOVA ranges", bad.gpa, formatSize(bad.size)))
+            } else {
+                do {
+                    let region = try guestRegion(kind, size: size)
+                    defer { _ = region.release() }
+                    p = measureGuest(kind, size: size, slots: slots, region: region, session: session, backend: backend)
+                } catch let u as RegionUnavailable {
+                    p = point(kind, size, .skip, u.reason)
+                } catch {
+                    p = point(kind, size, .error, "building the region: \(error)")
+                }
+            }
+            p.seconds = Double(monotonicNanos() - began) / 1e9
+            progress("guest [\(i + 1)/\(entries.count)] \(kind) \(formatSize(size)): " + Self.progressText(p))
+            emit(.point(p))
+            out.append(p)
+        }
+        return out
+    }
+
+    func measureGuest(_ kind: String, size: UInt64, slots: [GuestLayout.Slot], region: Region, session: Session, backend: BackendKind) -> BenchPoint {
+        var props = region.properties
+        props["slots"] = slots.map { String(format: "0x%llx+%@", $0.gpa, formatSize($0.size)) }.joined(separator: " ")
+        if let h = Mem.smaps(for: region.vaddr)["AnonHugePages"] { props["anon_huge_kb"] = h.split(separator: " ").first.map(String.init) }
+        let c = session.space
+        var mapNs: [UInt64] = [], unmapNs: [UInt64] = []
+        func fail(_ why: String) -> BenchPoint {
+            for s in slots { _ = c.unmap(iova: s.gpa, size: s.size) }
+            return BenchPoint(backend: backend.rawValue, kind: kind, size: size, status: .error, reason: why, warmup: options.warmup,
+                              mapNanos: mapNs, unmapNanos: unmapNs, properties: props)
+        }
+        let minimum = min(options.minRepetitions, options.repetitions)
+        var start: UInt64 = 0
+        var cpu0 = ThreadCPU.now()
+        for i in 0..<(options.warmup + options.repetitions) {
+            if i == options.warmup { start = monotonicNanos(); cpu0 = ThreadCPU.now() }
+            let t0 = monotonicNanos()
+            for s in slots {
+                if case .failure(let e) = c.map(vaddr: region.vaddr + s.hostOffset, iova: s.gpa, size: s.size, flags: .readWrite) {
+                    return fail(String(format: "VFIO_IOMMU_MAP_DMA slot 0x%llx: %@", s.gpa, e.symbol))
+                }
+            }
+            let t1 = monotonicNanos()
+            for s in slots {
+                guard case .success(let n) = c.unmap(iova: s.gpa, size: s.size), n == s.size else {
+                    return fail(String(format: "VFIO_IOMMU_UNMAP_DMA slot 0x%llx failed", s.gpa))
+                }
+            }
+            let t2 = monotonicNanos()
+            if i >= options.warmup {
+                mapNs.append(t1 - t0)
+                unmapNs.append(t2 - t1)
+                if mapNs.count >= minimum && monotonicNanos() - start > UInt64(options.budgetSeconds * 1e9) { break }
+            }
+        }
+        let cpu = ThreadCPU.now() - cpu0
+        return BenchPoint(backend: backend.rawValue, kind: kind, size: size, warmup: options.warmup, mapNanos: mapNs, unmapNanos: unmapNs,
+                          properties: props, userMicros: cpu.user, systemMicros: cpu.system, cpuMicros: cpu.total)
+    }
+}
+
+/// The calling thread's CPU time, µs: the exact total (CLOCK_THREAD_CPUTIME_ID) and its user /
+/// system split (getrusage RUSAGE_THREAD), which the kernel samples by the tick: over a short
+/// window the split is statistical, the total is not.
+struct ThreadCPU {
+    var user: Double
+    var system: Double
+    var total: Double
+
+    static func now() -> ThreadCPU {
+        var ru = rusage()
+        _ = getrusage(__rusage_who_t(1), &ru)  // RUSAGE_THREAD, not imported
+        func us(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return ThreadCPU(user: us(ru.ru_utime), system: us(ru.ru_stime), total: Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3)
+    }
+
+    static func - (a: ThreadCPU, b: ThreadCPU) -> ThreadCPU {
+        ThreadCPU(user: a.user - b.user, system: a.system - b.system, total: a.total - b.total)
     }
 }

@@ -1,0 +1,185 @@
+import Foundation
+
+// The controlled comparison's arithmetic: the seeded schedule of Swift and C blocks, bootstrap
+// intervals over rounds, the noise floor of repeated points and the guest layout. All pure.
+
+/// SplitMix64: the same seed gives the same schedule and the same bootstrap resamples.
+public struct SeededRNG: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Who runs a block of the comparison.
+public enum BenchSide: String, Codable, Sendable, CaseIterable {
+    case swift, c
+}
+
+/// The comparison's order: rounds outermost, so each point's rounds spread over the whole phase;
+/// within a round every point gets one block per side, in an order drawn per (round, point).
+public enum AlternationSchedule {
+    public struct Block: Equatable, Sendable {
+        public var round: Int
+        public var point: Int
+        public var side: BenchSide
+    }
+
+    public static func blocks(rounds: Int, points: Int, sides: [BenchSide], seed: UInt64) -> [Block] {
+        var rng = SeededRNG(seed: seed)
+        var out: [Block] = []
+        for r in 0..<max(rounds, 0) {
+            for p in 0..<max(points, 0) {
+                for s in sides.shuffled(using: &rng) { out.append(Block(round: r, point: p, side: s)) }
+            }
+        }
+        return out
+    }
+}
+
+/// An estimate with a two-sided percentile-bootstrap interval.
+public struct Interval: Codable, Equatable, Sendable {
+    public var estimate: Double
+    public var low: Double
+    public var high: Double
+    /// Independent units (rounds) behind it.
+    public var n: Int
+
+    public init(estimate: Double, low: Double, high: Double, n: Int) {
+        self.estimate = estimate
+        self.low = low
+        self.high = high
+        self.n = n
+    }
+
+    public func contains(_ v: Double) -> Bool { low <= v && v <= high }
+}
+
+public enum Bootstrap {
+    public static let level = 0.95
+    public static let resamples = 2000
+
+    /// Mean of `xs` with the percentile interval of the means of `resamples` resamples (with
+    /// replacement). nil for fewer than 2 values: one round gives no spread.
+    public static func mean(_ xs: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
+        guard xs.count >= 2, xs.allSatisfy(\.isFinite) else { return nil }
+        var rng = SeededRNG(seed: seed)
+        let n = xs.count
+        var means = [Double](repeating: 0, count: resamples)
+        for b in 0..<resamples {
+            var s = 0.0
+            for _ in 0..<n { s += xs[Int(rng.next() % UInt64(n))] }
+            means[b] = s / Double(n)
+        }
+        means.sort()
+        let tail = (1 - level) / 2
+        let lo = means[max(0, Int((tail * Double(resamples)).rounded(.down)))]
+        let hi = means[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
+        return Interval(estimate: xs.reduce(0, +) / Double(n), low: lo, high: hi, n: n)
+    }
+
+    /// Paired ratio a_i / b_i per round: geometric mean and its interval (bootstrap of the logs).
+    public static func ratio(_ a: [Double], _ b: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
+        guard a.count == b.count, a.allSatisfy({ $0 > 0 }), b.allSatisfy({ $0 > 0 }) else { return nil }
+        guard let m = mean(zip(a, b).map { log($0 / $1) }, level: level, resamples: resamples, seed: seed) else { return nil }
+        return Interval(estimate: exp(m.estimate), low: exp(m.low), high: exp(m.high), n: m.n)
+    }
+}
+
+/// A Swift/C ratio interval read against 1 (noise) and against the overhead target.
+public enum RatioVerdict: String, Codable, Sendable {
+    /// The interval straddles 1: Swift and C are not distinguishable.
+    case notDistinguishable = "not distinguishable"
+    case swiftSlower = "Swift slower"
+    case swiftFaster = "Swift faster"
+
+    public init(_ i: Interval) {
+        self = i.low > 1 ? .swiftSlower : i.high < 1 ? .swiftFaster : .notDistinguishable
+    }
+}
+
+public enum TargetVerdict: String, Codable, Sendable {
+    /// The whole interval is at or below the target.
+    case within
+    /// The whole interval is above it.
+    case over
+    /// The interval straddles the target: the noise is too large to judge.
+    case undecided
+
+    public init(_ i: Interval, target: Double) {
+        self = i.high <= target ? .within : i.low > target ? .over : .undecided
+    }
+}
+
+/// How far two repeats of one point, nothing changed, move its median.
+public enum NoiseFloor {
+    public static let quantile = 0.95
+
+    /// The `quantile` of |ln(m_i / m_j)| over every pair of repeats within each group, as a
+    /// relative change (exp − 1): 0.12 = two repeats differ by up to 12 % in 95 % of pairs.
+    /// nil without a group of at least two positive medians.
+    /// quantile 1: the largest change seen between two repeats.
+    public static func spread(_ groups: [[Double]], quantile: Double = quantile) -> (floor: Double, pairs: Int)? {
+        var d: [Double] = []
+        for g in groups {
+            let xs = g.filter { $0 > 0 }
+            guard xs.count >= 2 else { continue }
+            for i in 0..<xs.count { for j in (i + 1)..<xs.count { d.append(abs(log(xs[i] / xs[j]))) } }
+        }
+        guard !d.isEmpty else { return nil }
+        d.sort()
+        let rank = Int((quantile * Double(d.count)).rounded(.up))
+        return (exp(d[min(max(rank, 1), d.count) - 1]) - 1, d.count)
+    }
+}
+
+/// Guest RAM as QEMU's q35 lays it out, one VFIO mapping per RAM section.
+public enum GuestLayout {
+    public struct Slot: Equatable, Sendable, Codable {
+        /// Guest physical address: the IOVA QEMU maps it at.
+        public var gpa: UInt64
+        public var size: UInt64
+        /// Offset into the one host allocation backing the guest's RAM.
+        public var hostOffset: UInt64
+    }
+
+    static let vgaHole: (UInt64, UInt64) = (0xA_0000, 0x10_0000)
+
+    /// pc_q35_init: 2 GiB below 4 GiB when the RAM is ≥ 2.75 GiB, else up to 2.75 GiB; at most
+    /// max-ram-below-4g. The VGA/BIOS window [640K, 1M) is not RAM; the rest sits above 4 GiB.
+    public static func q35(ram: UInt64, maxBelow4G: UInt64 = 1 << 32) -> [Slot] {
+        var lowmem: UInt64 = ram >= 0xB000_0000 ? 0x8000_0000 : 0xB000_0000
+        lowmem = min(lowmem, maxBelow4G)
+        let below = min(ram, lowmem)
+        var out: [Slot] = []
+        if below > 0 { out.append(Slot(gpa: 0, size: min(below, vgaHole.0), hostOffset: 0)) }
+        if below > vgaHole.1 { out.append(Slot(gpa: vgaHole.1, size: below - vgaHole.1, hostOffset: vgaHole.1)) }
+        if ram > below { out.append(Slot(gpa: 1 << 32, size: ram - below, hostOffset: below)) }
+        return out
+    }
+}
+
+extension BenchMath {
+    /// Least-squares line y = a + b·x; nil for fewer than two distinct x.
+    public static func linearFit(_ xs: [Double], _ ys: [Double]) -> (intercept: Double, slope: Double)? {
+        guard xs.count == ys.count, xs.count >= 2 else { return nil }
+        let n = Double(xs.count)
+        let mx = xs.reduce(0, +) / n, my = ys.reduce(0, +) / n
+        let sxx = xs.reduce(0) { $0 + ($1 - mx) * ($1 - mx) }
+        guard sxx > 0 else { return nil }
+        let sxy = zip(xs, ys).reduce(0) { $0 + ($1.0 - mx) * ($1.1 - my) }
+        return (my - sxy / sxx * mx, sxy / sxx)
+    }
+
+    /// Median of doubles (mean of the middle two for an even count); nil for none.
+    public static func median(_ xs: [Double]) -> Double? {
+        guard !xs.isEmpty else { return nil }
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+}
