@@ -122,6 +122,7 @@ struct Runner {
             } else {
                 rec.properties["data"] = "not checkable: \(session.dmaUnavailable)"
             }
+            if rec.properties["data"]?.hasPrefix("not checkable") == true { rec.dataEngine = nil; rec.dataBytes = nil }
             if rec.dataEngine != nil { rec.dataNanos = monotonicNanos() - dataStart }
             if pinnedPages > 0, let pins = session.pins, case .failure(let e) = pins.unpin(iova: iova, pages: pinnedPages) {
                 rec.checks.append(Check("unpin", false, "UNPIN: \(e.symbol)"))
