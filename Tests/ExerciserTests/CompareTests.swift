@@ -60,6 +60,29 @@ final class CompareTests: XCTestCase {
         XCTAssertEqual(m.cells[event][col].text, "seen/seen child:stale")
     }
 
+    /// PFNs, addresses and child pids change from boot to boot: not a change. A zone or what a
+    /// side saw after an event is.
+    func testDiffIgnoresFramesAndPidsButNotZonesOrObservations() throws {
+        let a = try fixture("debian-6.1")
+        var b = a
+        var c = a
+        for (i, r) in a.results.enumerated() where r.record.id == "type1v2/anon-private" {
+            var x = r.record
+            x.properties = ["pages_pinned": "pfn 0x14f346, Normal×16", "fork": "child 316", "moved_to": "0x7f698f000000"]
+            x.observations = ["device_write": "seen"]
+            b.results[i].record = x
+            var y = x
+            y.properties = ["pages_pinned": "pfn 0x14eb00, Normal×16", "fork": "child 365", "moved_to": "0x7fd54ca00000"]
+            c.results[i].record = y
+        }
+        XCTAssertTrue(RunDiff(b, c).isEmpty, "\(RunDiff(b, c).cases)")
+        for (i, r) in c.results.enumerated() where r.record.id == "type1v2/anon-private" {
+            c.results[i].record.properties["pages_pinned"] = "pfn 0x330d, DMA32×16"
+            c.results[i].record.observations = ["device_write": "zero"]
+        }
+        XCTAssertEqual(Set(RunDiff(b, c).cases.flatMap(\.changes).map(\.field)), ["pages_pinned", "observations"])
+    }
+
     func testMatrixMergesAgreeingColumnsAndLeavesAllSkippedOnesOut() throws {
         let m = CrossKernelMatrix([("debian-6.1", try fixture("debian-6.1")), ("debian-6.12", try fixture("debian-6.12"))])
         // iommufd skipped everywhere on Debian: no column; mdev-map agrees on both kernels: one.

@@ -54,9 +54,13 @@ public struct RunDiff: Equatable, Sendable {
                 changes.append(Change(field: name, before: get(r), after: get(s)))
             }
             let keys = Set(r.record.properties.keys).union(s.record.properties.keys).sorted()
-            for k in keys where r.record.properties[k] != s.record.properties[k] {
-                changes.append(Change(field: k, before: r.record.properties[k] ?? "-", after: s.record.properties[k] ?? "-"))
+            for k in keys {
+                let (x, y) = (r.record.properties[k].map(Self.stable), s.record.properties[k].map(Self.stable))
+                if x != y { changes.append(Change(field: k, before: x ?? "-", after: y ?? "-")) }
             }
+            // What each side saw after an event (kind × event cases).
+            let obs = { (c: CaseResult) in (c.record.observations ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+            if obs(r) != obs(s) { changes.append(Change(field: "observations", before: obs(r).ifEmpty("-"), after: obs(s).ifEmpty("-"))) }
             let checks = { (c: CaseResult) in Set(c.record.checks.filter { !$0.passed }.map(\.name)) }
             let (fa, fb) = (checks(r), checks(s))
             if fa != fb {
@@ -78,6 +82,14 @@ public struct RunDiff: Equatable, Sendable {
             return kx != ky ? kx < ky : x.offset < y.offset
         }.map(\.element)
         unchanged = same
+    }
+
+    /// A property value without what differs from boot to boot: page frame numbers, addresses
+    /// and process ids ("pfn 0x14f346, Normal×16" → "Normal×16"; the zone stays).
+    static func stable(_ v: String) -> String {
+        var out = v.replacingOccurrences(of: #"pfn 0x[0-9a-f]+, "#, with: "", options: .regularExpression)
+        out = out.replacingOccurrences(of: #"0x[0-9a-f]{6,}"#, with: "0x…", options: .regularExpression)
+        return out.replacingOccurrences(of: #"\bchild [0-9]+"#, with: "child", options: .regularExpression)
     }
 
     public enum Format: String, CaseIterable, Sendable { case table, json, md }
