@@ -8,12 +8,8 @@ cd "$(dirname "$0")/../.."
 out=out/kselftest-test
 rm -rf "$out"
 mkdir -p "$out"
-passed=0 failed=0
-check() { # description, then a command that must succeed
-    local d=$1
-    shift
-    if "$@"; then echo "  ok   $d"; passed=$((passed + 1)); else echo "  FAIL $d"; failed=$((failed + 1)); fi
-}
+# shellcheck source=../lib.sh
+. tests/lib.sh
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/vfio-exerciser
 kdir=$(bash scripts/fetch-kernel.sh test:7.3 "$cache/kernels" 2>"$out/fetch.log" | tail -n 1)
 selftests=$kdir/build/tools/testing/selftests

@@ -7,12 +7,8 @@ cd "$(dirname "$0")/../.."
 out=out/release-test
 rm -rf "$out"
 mkdir -p "$out"
-passed=0 failed=0
-check() { # description, then a command that must succeed
-    local d=$1
-    shift
-    if "$@"; then echo "  ok   $d"; passed=$((passed + 1)); else echo "  FAIL $d"; failed=$((failed + 1)); fi
-}
+# shellcheck source=../lib.sh
+. tests/lib.sh
 
 t0=$SECONDS
 tarball=${1:-}  # a tarball release.sh made already, or make one

@@ -8,13 +8,8 @@ bin=.build/release/vfio-exerciser
 out=out/harness-test
 rm -rf "$out"
 mkdir -p "$out"
-passed=0 failed=0
-check() { # description, then a command that must succeed
-    local d=$1
-    shift
-    if "$@"; then echo "  ok   $d"; passed=$((passed + 1)); else echo "  FAIL $d"; failed=$((failed + 1)); fi
-}
-jqe() { jq -e "$@" >/dev/null; }
+# shellcheck source=../lib.sh
+. tests/lib.sh
 report() { echo "$out/$1/debian-6.1/report.json"; }
 verdict() { jq -r --arg id "$2" '.results[] | select(.record.id == $id) | .verdict.kind' "$(report "$1")"; }
 
