@@ -81,6 +81,12 @@ struct Fields {
         return s
     }
 
+    /// The list under `key`, which a config file must have.
+    mutating func list(_ key: String) throws(ConfigError) -> [Node] {
+        guard let n = node(key), let seq = n.sequence else { throw ConfigError("\(location): \"\(key)\" must be a list") }
+        return Array(seq)
+    }
+
     mutating func strings(_ key: String) throws(ConfigError) -> [String]? {
         guard let n = node(key) else { return nil }
         if let s = n.scalar?.string { return [s] }
@@ -282,11 +288,8 @@ public struct Matrix: Sendable, Equatable {
         var f = try Fields(root, file, what: "the matrix")
         try checkSchema(&f)
         let backends = try parseBackends(f.strings("backends"), f.location) ?? BackendKind.allCases
-        guard let casesNode = f.node("cases"), let seq = casesNode.sequence else {
-            throw ConfigError("\(f.location): \"cases\" must be a list")
-        }
         var cases: [CaseTemplate] = []
-        for item in seq {
+        for item in try f.list("cases") {
             var c = try Fields(item, file, what: "a case")
             guard let kn = try c.string("kind") else { throw ConfigError("\(c.location): a case needs \"kind\"") }
             let kind = try parseKind(kn, c.location)
@@ -380,11 +383,8 @@ public struct Expectations: Sendable, Equatable {
     public static func parse(_ root: Node, file: String) throws(ConfigError) -> Expectations {
         var f = try Fields(root, file, what: "the expectations")
         try checkSchema(&f)
-        guard let list = f.node("expectations"), let seq = list.sequence else {
-            throw ConfigError("\(f.location): \"expectations\" must be a list")
-        }
         var rows: [Expectation] = []
-        for item in seq {
+        for item in try f.list("expectations") {
             var e = try Fields(item, file, what: "an expectation")
             let loc = e.location
             guard let kn = try e.strings("kind") else { throw ConfigError("\(loc): an expectation needs \"kind\"") }

@@ -40,11 +40,8 @@ public struct ExpectedSkips: Sendable, Equatable {
     public static func parse(_ root: Node, file: String) throws(ConfigError) -> ExpectedSkips {
         var f = try Fields(root, file, what: "the expected skips")
         try checkSchema(&f)
-        guard let list = f.node("skips"), let seq = list.sequence else {
-            throw ConfigError("\(f.location): \"skips\" must be a list")
-        }
         var rows: [ExpectedSkip] = []
-        for item in seq {
+        for item in try f.list("skips") {
             var e = try Fields(item, file, what: "an expected skip")
             let loc = e.location
             var kinds: [CaseKind]?
