@@ -59,7 +59,7 @@ let package = Package(
         // The git commit `--version` names (a generated BuildInfo.swift).
         .plugin(name: "BuildInfo", capability: .buildTool()),
         // Shared by the fuzz suites of both test targets (test targets cannot import each other).
-        .target(name: "FuzzSupport", path: "Tests/FuzzSupport"),
+        .target(name: "FuzzSupport", dependencies: ["Exerciser"], path: "Tests/FuzzSupport", swiftSettings: uapiSwift),
         .testTarget(name: "ExerciserTests", dependencies: ["Exerciser", "VFIO", "CVFIO", "FuzzSupport"], swiftSettings: uapiSwift),
         // The command line in process (@testable executable target) and the built binary.
         .testTarget(

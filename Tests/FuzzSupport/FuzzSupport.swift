@@ -1,4 +1,5 @@
 import Dispatch
+import Exerciser
 import Foundation
 
 // Shared by the two fuzz suites (configs, command lines): a fixed-seed generator, a hang
@@ -6,15 +7,9 @@ import Foundation
 
 /// SplitMix64: small, fixed-seed, no Foundation randomness.
 public struct FuzzRNG {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var rng: SeededRNG
+    public init(seed: UInt64) { rng = SeededRNG(seed: seed) }
+    public mutating func next() -> UInt64 { rng.next() }
     public mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
     public mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(UInt64(1) << 53) < p }
     public mutating func pick<T>(_ a: [T]) -> T { a[below(a.count)] }
