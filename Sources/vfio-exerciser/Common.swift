@@ -80,11 +80,11 @@ struct MatrixOptions: ParsableArguments {
     @Flag(help: "Fail any skip skips.yaml does not expect, and any case it expects to skip that ran.")
     var strictSkips = false
 
-    /// The run options a `vm` forwards to the tool inside the guest.
-    var guestArguments: [String] {
+    /// The run options a `vm` forwards to the tool inside the guest (`kinds`: a boot's, in place of --kind).
+    func guestArguments(kinds only: [CaseKind]? = nil) -> [String] {
         var a: [String] = []
         for b in backends { a += ["--backend", b.rawValue] }
-        for k in kinds { a += ["--kind", k.rawValue] }
+        for k in only ?? kinds { a += ["--kind", k.rawValue] }
         if noDataCheck { a.append("--no-data-check") }
         if noIsolation { a.append("--no-isolation") }
         for e in events { a += ["--event", e.rawValue] }  // events (issue 13)

@@ -102,7 +102,8 @@ struct Run: ParsableCommand {
                 FileHandle.standardError.write(Data("vfio-exerciser: preflight (/proc/config.gz): \(f.line)\n".utf8))
             }
         }
-        let header = RunHeader(tool: fullVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id))
+        let header = RunHeader(tool: fullVersion, kernelRelease: kernelRelease(), device: PCIDeviceName.describe(device), plan: plan.map(\.id),
+                               cmdline: BootParams.running())
         let writer = try stream.map { (p: String) throws(UsageError) in try StreamWriter(path: p) }
         writer?.emit(.header(header))
         var records: [CaseRecord] = []
@@ -111,7 +112,7 @@ struct Run: ParsableCommand {
         try engine.run(plan) { rec in
             records.append(rec)
             writer?.emit(.record(rec))
-            let v = judge.verdict(rec, release: header.kernelRelease)
+            let v = judge.verdict(rec, release: header.kernelRelease, boot: header.cmdline.map(BootParams.init(cmdline:)) ?? .none)
             progress("[\(records.count)/\(plan.count)] \(rec.id): \(rec.outcome) \(v.kind.rawValue.uppercased())")
             injectFault(after: records.count)
         }

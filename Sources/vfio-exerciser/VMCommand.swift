@@ -25,6 +25,9 @@ struct VM: ParsableCommand {
     @Option(help: "Where reports, console log and initramfs go (one subdirectory per kernel).")
     var out = "out"
 
+    @Option(help: ArgumentHelp("Boot only these (repeatable): plain, or a boot of matrix.yaml such as movable (default: all).", valueName: "name"))
+    var boot: [String] = []
+
     @Option(help: "Seconds before a hung guest is killed.")
     var timeout: Double = 300
 
@@ -75,15 +78,19 @@ struct VM: ParsableCommand {
 
     /// The kselftest exit code of the whole run, and each kernel's bisect code.
     func runKernels() throws -> (exit: Int32, bisect: [Int32]) {
-        let (dir, _, _) = try matrix.load()
+        let (dir, m, _) = try matrix.load()
+        if let bad = BootPlan.unknown(boot, boots: m.boots) { throw UsageError(bad) }
         let prepared = try guest.prepare()
-        let kernels = guest.kernels(kernel, fallback: ["debian:6.1"])
-        var guestArgs = matrix.guestArguments
-        if let i = inject { guestArgs += ["--inject", i] }
-        let configs = kernels.map { k in
-            var c = guest.config(kernel: k, outDir: absolutePath(out) + "/" + k.replacingOccurrences(of: ":", with: "-"),
+        // A script runs once per kernel, on the plain boot.
+        let guests = BootPlan.runs(kernels: guest.kernels(kernel, fallback: ["debian:6.1"]), boots: m.boots,
+                                   selected: guestScript == nil ? boot : [BootPlan.plain], kinds: matrix.kinds)
+        if guests.isEmpty { throw UsageError("--boot and --kind leave no guest to boot") }
+        let kernels = guests.map(\.label)
+        let configs = guests.map { g in
+            var c = guest.config(kernel: g.kernel, outDir: absolutePath(out) + "/" + g.directory,
                                  configsDir: dir, timeout: timeout, prepared: prepared)
-            c.guestArgs = guestArgs
+            c.extraAppend += g.append
+            c.guestArgs = matrix.guestArguments(kinds: g.kinds) + (inject.map { ["--inject", $0] } ?? [])
             c.strictSkips = matrix.strictSkips
             c.guestFiles = guestFiles.map { f in
                 let p = f.split(separator: ":", maxSplits: 1).map(String.init)
@@ -95,18 +102,18 @@ struct VM: ParsableCommand {
         let board = ProgressBoard(kernels: kernels) { s in if showsProgress { FileHandle.standardError.write(Data(s.utf8)) } }
         let start = Date()
         let results = JobPool.run(count: configs.count, jobs: jobs) { i -> Result<JobResult, UsageError> in
-            let c = configs[i]
-            let h = VMHarness(config: c) { board.update(c.kernel, $0) }
+            let c = configs[i], label = kernels[i]
+            let h = VMHarness(config: c) { board.update(label, $0) }
             do {
                 if let script {
                     let r = try h.runScript(script)
                     var text = r.results
                     for inc in r.incidents { text += "# incident: \(inc)\n" }
-                    return .success(.script(kernel: c.kernel, text: text, code: r.exitCode == 0 && r.incidents.isEmpty ? 0 : 1))
+                    return .success(.script(kernel: label, text: text, code: r.exitCode == 0 && r.incidents.isEmpty ? 0 : 1))
                 }
                 let o = try h.run()
                 try Self.writeReports(o.report, to: c.outDir)
-                return .success(.run(KernelRun(kernel: c.kernel, result: .report(o.report, seconds: o.bootSeconds, outDir: c.outDir))))
+                return .success(.run(KernelRun(kernel: label, result: .report(o.report, seconds: o.bootSeconds, outDir: c.outDir))))
             } catch let e as UsageError {
                 return .failure(e)
             } catch {

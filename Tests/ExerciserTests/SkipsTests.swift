@@ -169,24 +169,30 @@ final class SkipsTests: XCTestCase {
         let s = try ExpectedSkips.load(Self.configs + "/skips.yaml")
         let plan = Planner.plan(m, backends: nil, kinds: nil, bars: ["BAR0"])
         XCTAssertGreaterThan(plan.count, 200, "the real matrix plans \(plan.count) cases")
+        // Each boot of matrix.yaml too: its kinds, judged with its parameters.
+        let boots = [(BootParams.none, plan)] + m.boots.map { b in
+            (BootParams(cmdline: b.append.joined(separator: " ")), Planner.plan(m, backends: nil, kinds: b.kinds, bars: ["BAR0"]))
+        }
         var problems: [String] = []
         var used = Set<String>()
         for release in Self.ciKernels {
-            let v = try XCTUnwrap(KernelVersion(release: release))
-            var judged = 0
-            for c in plan {
-                let r = Runner.record(c, iova: 0, outcome: .ok)
-                let rows = e.rows.filter { $0.matches(r, v) }.map(\.line)
-                let skips = s.rows.filter { $0.applies(r, v, release: release) }
-                used.formUnion(skips.map(\.line))
-                if skips.isEmpty {
-                    judged += 1
-                    if rows.count != 1 { problems.append("\(release) \(c.id): \(rows.isEmpty ? "no expectation row" : "rows \(rows.joined(separator: ", ")) all match")") }
-                } else if rows.count > 1 {
-                    problems.append("\(release) \(c.id) (expected to skip): rows \(rows.joined(separator: ", ")) all match")
+            for (boot, plan) in boots {
+                let v = try XCTUnwrap(KernelVersion(release: release))
+                var judged = 0
+                for c in plan {
+                    let r = Runner.record(c, iova: 0, outcome: .ok)
+                    let rows = e.matching(r, kernel: v, boot: boot).map(\.line)
+                    let skips = s.rows.filter { $0.applies(r, v, release: release) }
+                    used.formUnion(skips.map(\.line))
+                    if skips.isEmpty {
+                        judged += 1
+                        if rows.count != 1 { problems.append("\(release) \(c.id): \(rows.isEmpty ? "no expectation row" : "rows \(rows.joined(separator: ", ")) all match")") }
+                    } else if rows.count > 1 {
+                        problems.append("\(release) \(c.id) (expected to skip): rows \(rows.joined(separator: ", ")) all match")
+                    }
                 }
+                XCTAssertGreaterThan(judged, 0, "\(release): every case is expected to skip")
             }
-            XCTAssertGreaterThan(judged, 0, "\(release): every case is expected to skip")
         }
         XCTAssertEqual(problems, [])
         // A row that applies to no planned case on any CI kernel is dead (or mistyped).

@@ -29,6 +29,13 @@ public struct EventExpectation: Sendable, Equatable {
     public var semantics: EventSemantics
     public var decidedBy: String
     public var knownBug: String?
+    /// Kernel parameters the boot must have (`boot:`); such a row wins over one without.
+    public var boot: [String]? = nil
+    /// What the map before the event must give (`map:`): an errno means the event never runs
+    /// and nothing is observed.
+    public var map: String = "ok"
+    /// A known bug's kernel log line (a WARN_ON_ONCE shows in the first case only): accepted.
+    public var kernelLog: String? = nil
 
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
         guard let k = CaseKind(rawValue: r.kind), kinds.contains(k),
@@ -118,8 +125,11 @@ public struct EventConfig: Sendable, Equatable {
             guard let decided = try e.string("decided_by"), !decided.isEmpty else {
                 throw ConfigError("\(loc): an event expectation needs \"decided_by\" (the commit or kernel function)")
             }
-            // Every observation the events produce must be given, and nothing else.
-            let names = Set(events.flatMap(\.observations))
+            let map = try e.string("map") ?? "ok"
+            guard Expectations.validOutcome(map) else { throw ConfigError("\(loc): map \"\(map)\" is neither ok nor an errno name") }
+            // Every observation the events produce must be given, and nothing else; none when
+            // the map itself fails.
+            let names = map == "ok" ? Set(events.flatMap(\.observations)) : []
             var observe: [String: String] = [:]
             for n in names.sorted() {
                 guard let v = try e.string(n) else { throw ConfigError("\(loc): \(events.map(\.rawValue).joined(separator: ", ")) need \"\(n)\"") }
@@ -136,9 +146,14 @@ public struct EventConfig: Sendable, Equatable {
                 throw ConfigError("\(loc): a promise means the process and the device agree: \(n) must be seen, not \(observe[n]!)")
             }
             if bug != nil && semantics != .promise { throw ConfigError("\(loc): a known bug breaks a promise: semantics must be promise") }
-            try e.finish(allowed: ["kinds", "events", "backends", "except_backends", "kernel", "semantics", "decided_by", "known_bug"] + names.sorted())
+            let boot = try parseBoot(e.strings("boot"), loc)
+            let log = try e.string("kernel_log")
+            if log != nil && bug == nil { throw ConfigError("\(loc): kernel_log names a known bug's log line: give known_bug too") }
+            if log?.isEmpty == true { throw ConfigError("\(loc): kernel_log must not be empty") }
+            try e.finish(allowed: ["kinds", "events", "backends", "except_backends", "kernel", "boot", "map", "semantics", "decided_by", "known_bug", "kernel_log"] + names.sorted())
             out.rows.append(EventExpectation(line: loc, kinds: kinds, events: events, backends: backends, exceptBackends: except,
-                                             kernel: kernel, observe: observe, semantics: semantics, decidedBy: decided, knownBug: bug))
+                                             kernel: kernel, observe: observe, semantics: semantics, decidedBy: decided, knownBug: bug, boot: boot,
+                                             map: map, kernelLog: log))
         }
         try f.finish(allowed: ["schema", "cases", "expectations"])
         return out
@@ -161,15 +176,16 @@ public struct EventConfig: Sendable, Equatable {
     }
 
     /// The verdict for one event record. Pure, like Expectations.judge.
-    public func judge(_ r: CaseRecord, kernel: KernelVersion) -> Verdict {
+    public func judge(_ r: CaseRecord, kernel: KernelVersion, boot: BootParams = .none) -> Verdict {
         if case .skip(let why) = r.outcome { return Verdict(.skip, why) }
         if case .lost(let why) = r.outcome { return Verdict(.fail, "case did not finish: \(why)") }
-        let matching = rows.filter { $0.matches(r, kernel) }
+        let matching = preferringBoot(rows.filter { $0.matches(r, kernel) && boot.satisfies($0.boot) }, \.boot)
         guard let row = matching.first else { return Verdict(.fail, "no event expectation for \(r.backend)/\(r.kind)+\(r.event ?? "?") on \(kernel)") }
         if matching.count > 1 { return Verdict(.fail, "ambiguous event expectation: \(matching.map(\.line).joined(separator: ", ")) all match") }
         let why = "\(row.semantics.rawValue): \(row.decidedBy)"
         var problems: [String] = []
-        if r.outcome != .ok { problems.append("the map before the event gave \(r.outcome)") }
+        let got = r.outcome.token ?? "?"
+        if got != row.map { problems.append("the map before the event gave \(got)" + (row.map == "ok" ? "" : ", expected \(row.map)")) }
         var mismatched: [String] = []
         var broken: [String] = []
         for (name, want) in row.observe.sorted(by: { $0.key < $1.key }) {
@@ -178,7 +194,13 @@ public struct EventConfig: Sendable, Equatable {
             mismatched.append("\(name): got \(got), expected \(want)")
             if row.semantics == .promise && Self.promised.contains(name) && want == "seen" { broken.append(mismatched.last!) }
         }
-        for c in r.checks where !c.passed { problems.append("\(c.name): \(c.detail)") }
+        for c in r.checks where !c.passed {
+            if c.name == "kernel-log", let sig = row.kernelLog, c.detail.contains(sig) { continue }
+            problems.append("\(c.name): \(c.detail)")
+        }
+        if row.map != "ok", let o = r.observations, !o.isEmpty {
+            problems.append("observed \(o.keys.sorted().joined(separator: ", ")) although the map gave \(got)")
+        }
         if !r.cleanupOK { problems.append("clean-up failed") }
         let log = r.kernelLog.isEmpty ? "kernel log: nothing" : "kernel log: " + r.kernelLog.joined(separator: " | ")
         if let bug = row.knownBug {

@@ -279,6 +279,8 @@ public struct CaseTemplate: Sendable, Equatable {
 public struct Matrix: Sendable, Equatable {
     public var backends: [BackendKind]
     public var cases: [CaseTemplate]
+    /// Boots beside the plain one (`vm` runs each kernel once per boot).
+    public var boots: [BootVariant] = []
 
     public static func load(_ path: String) throws(ConfigError) -> Matrix {
         try parse(loadYAML(path), file: path)
@@ -321,8 +323,27 @@ public struct Matrix: Sendable, Equatable {
             try c.finish(allowed: ["kind", "size", "flags", "phases", "backends"])
             cases.append(CaseTemplate(kind: kind, size: size, flags: flags, phases: phases, backends: only))
         }
-        try f.finish(allowed: ["schema", "backends", "cases"])
-        return Matrix(backends: backends, cases: cases)
+        var boots: [BootVariant] = []
+        for item in f.node("boots")?.sequence ?? [] {
+            var b = try Fields(item, file, what: "a boot")
+            let loc = b.location
+            guard let name = try b.string("name"), !name.isEmpty,
+                  name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+                throw ConfigError("\(loc): a boot needs a \"name\" of letters, digits and dashes")
+            }
+            guard !boots.contains(where: { $0.name == name }) else { throw ConfigError("\(loc): boot \(name) is named twice") }
+            guard let append = try b.strings("append"), !append.isEmpty, append.allSatisfy({ !$0.isEmpty && !$0.contains(" ") }) else {
+                throw ConfigError("\(loc): boot \(name) needs \"append\": kernel parameters without spaces")
+            }
+            guard let kn = try b.strings("kinds"), !kn.isEmpty else { throw ConfigError("\(loc): boot \(name) needs \"kinds\"") }
+            var kinds: [CaseKind] = []
+            for n in kn { kinds.append(try parseKind(n, loc)) }
+            guard let why = try b.string("why"), !why.isEmpty else { throw ConfigError("\(loc): boot \(name) needs \"why\"") }
+            try b.finish(allowed: ["name", "append", "kinds", "why"])
+            boots.append(BootVariant(name: name, append: append, kinds: kinds, why: why))
+        }
+        try f.finish(allowed: ["schema", "backends", "cases", "boots"])
+        return Matrix(backends: backends, cases: cases, boots: boots)
     }
 }
 
@@ -336,6 +357,9 @@ public struct KnownBug: Sendable, Equatable {
     /// What a fixed kernel returns; the bug no longer reproducing is then reported as a failure
     /// telling to update the config, never as a silent pass.
     public var fixedOutcome: String?
+    /// The line comes from a WARN_ON_ONCE: it shows in the first case that hits the bug only, so
+    /// it is accepted where it shows and not required in the others.
+    public var warnOnce = false
 }
 
 public enum ByteExpectation: Sendable, Equatable {
@@ -360,6 +384,8 @@ public struct Expectation: Sendable, Equatable {
     /// Level the IOMMU must map at ("4K", "2M", "1G"), checked where debugfs tells.
     public var iommuPage: String? = nil
     public var knownBug: KnownBug?
+    /// Kernel parameters the boot must have (`boot:`); such a row wins over one without.
+    public var boot: [String]? = nil
 
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
         guard let k = CaseKind(rawValue: r.kind), kinds.contains(k) else { return false }
@@ -433,23 +459,32 @@ public struct Expectations: Sendable, Equatable {
                 if let fixed, !validOutcome(fixed) { throw ConfigError("\(b.location): fixed_outcome \"\(fixed)\" is not ok or an errno name") }
                 let log = try b.string("kernel_log")
                 if log?.isEmpty == true { throw ConfigError("\(b.location): kernel_log must not be empty") }
-                try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log"])
-                bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed)
+                let once = try b.string("warn_once")
+                if let once, once != "true" && once != "false" { throw ConfigError("\(b.location): warn_once must be true or false") }
+                if once == "true" && log == nil { throw ConfigError("\(b.location): warn_once qualifies kernel_log: give kernel_log too") }
+                try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log", "warn_once"])
+                bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed, warnOnce: once == "true")
             }
-            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "flags", "kernel", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
+            let boot = try parseBoot(e.strings("boot"), loc)
+            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "flags", "kernel", "boot", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
             rows.append(Expectation(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, flags: flags, kernel: kernel,
                                     outcome: outcome, decidedBy: decided, unmapped: unmapped, accounted: accounted, iommuPage: page,
-                                    knownBug: bug))
+                                    knownBug: bug, boot: boot))
         }
         try f.finish(allowed: ["schema", "expectations"])
         return Expectations(rows: rows)
     }
 
-    /// The verdict for one record on one kernel. Pure: the core of every report.
-    public func judge(_ r: CaseRecord, kernel: KernelVersion) -> Verdict {
+    /// The rows that decide a case: one, or the config is wrong.
+    public func matching(_ r: CaseRecord, kernel: KernelVersion, boot: BootParams = .none) -> [Expectation] {
+        preferringBoot(rows.filter { $0.matches(r, kernel) && boot.satisfies($0.boot) }, \.boot)
+    }
+
+    /// The verdict for one record on one kernel and boot. Pure: the core of every report.
+    public func judge(_ r: CaseRecord, kernel: KernelVersion, boot: BootParams = .none) -> Verdict {
         if case .skip(let why) = r.outcome { return Verdict(.skip, why) }
         if case .lost(let why) = r.outcome { return Verdict(.fail, "case did not finish: \(why)") }
-        let matching = rows.filter { $0.matches(r, kernel) }
+        let matching = self.matching(r, kernel: kernel, boot: boot)
         guard let row = matching.first else {
             return Verdict(.fail, "no expectation for \(r.backend)/\(r.kind) on \(kernel)")
         }
@@ -466,7 +501,7 @@ public struct Expectations: Sendable, Equatable {
             }
         }
         // A known bug that shows as a kernel log line: that line is the bug reproducing.
-        var bugSeen = row.knownBug?.kernelLog == nil
+        var bugSeen = row.knownBug?.kernelLog == nil || row.knownBug?.warnOnce == true
         for c in r.checks where !c.passed {
             if c.name == "kernel-log", let sig = row.knownBug?.kernelLog, c.detail.contains(sig) {
                 bugSeen = true

@@ -34,15 +34,16 @@ public struct Judge {
         self.events = events
     }
 
-    public func verdict(_ r: CaseRecord, release: String) -> Verdict {
+    public func verdict(_ r: CaseRecord, release: String, boot: BootParams = .none) -> Verdict {
         let kernel = KernelVersion(release: release) ?? KernelVersion(0, 0)
-        let v = r.event == nil ? expectations.judge(r, kernel: kernel) : events.judge(r, kernel: kernel)
+        let v = r.event == nil ? expectations.judge(r, kernel: kernel, boot: boot) : events.judge(r, kernel: kernel, boot: boot)
         return skips?.judge(r, v, kernel: kernel, release: release) ?? v
     }
 
     public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil,
                        hygiene: [Check]? = nil) -> RunReport {
-        var results = records.map { CaseResult(record: $0, verdict: verdict($0, release: header.kernelRelease)) }
+        let boot = header.cmdline.map(BootParams.init(cmdline:)) ?? .none
+        var results = records.map { CaseResult(record: $0, verdict: verdict($0, release: header.kernelRelease, boot: boot)) }
         // A planned case with no record was lost (crash, hang, panic): a failure, named.
         let seen = Set(records.map(\.id))
         let why = incidents.first ?? "the run ended before it"
@@ -53,7 +54,7 @@ public struct Judge {
                                  phase: id.hasSuffix("@pre-device") ? .preDevice : .device,
                                  size: 0, flags: [], iova: 0, outcome: .lost(why), cleanupOK: false)
             if let plus = id.lastIndex(of: "+") { rec.event = String(id[id.index(after: plus)...]) }
-            results.append(CaseResult(record: rec, verdict: verdict(rec, release: header.kernelRelease)))
+            results.append(CaseResult(record: rec, verdict: verdict(rec, release: header.kernelRelease, boot: boot)))
         }
         return RunReport(header: header, results: results, incidents: incidents, elapsedSeconds: elapsed, hygiene: hygiene)
     }

@@ -132,11 +132,14 @@ public struct RunHeader: Codable, Sendable, Equatable {
     public var device: String
     /// Case ids in the order they will run, so lost cases can be named.
     public var plan: [String]
-    public init(tool: String, kernelRelease: String, device: String, plan: [String]) {
+    /// The kernel command line (/proc/cmdline): rows with `boot:` are judged against it.
+    public var cmdline: String?
+    public init(tool: String, kernelRelease: String, device: String, plan: [String], cmdline: String? = nil) {
         self.tool = tool
         self.kernelRelease = kernelRelease
         self.device = device
         self.plan = plan
+        self.cmdline = cmdline
     }
 }
 

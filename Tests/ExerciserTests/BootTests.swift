@@ -1,0 +1,140 @@
+import XCTest
+import Yams
+@testable import Exerciser
+
+/// Boots beside the plain one (matrix.yaml `boots:`), the guests they make, and rows judged
+/// only on a boot with the parameters they name (`boot:`), against the real configs.
+final class BootTests: XCTestCase {
+    static let configs = EventTests.repoConfigs
+    static let movable = BootParams(cmdline: "console=ttyS0 intel_iommu=on hugepagesz=2M hugepages=64 movablecore=1G")
+
+    func testCommandLineParameterNames() {
+        XCTAssertEqual(Self.movable.names, ["console", "intel_iommu", "hugepagesz", "hugepages", "movablecore"])
+        XCTAssertTrue(Self.movable.satisfies(["movablecore"]))
+        XCTAssertTrue(Self.movable.satisfies(nil), "a row without boot: holds on any boot")
+        XCTAssertFalse(BootParams(cmdline: "console=ttyS0 kernelcore=1G").satisfies(["movablecore"]))
+        XCTAssertFalse(BootParams(cmdline: "movablecore_x=1").satisfies(["movablecore"]), "names, not prefixes")
+        XCTAssertFalse(BootParams.none.satisfies(["movablecore"]))
+    }
+
+    func testTheMatrixBootsEveryKernelOnceMoreWithMovablecore() throws {
+        let m = try Matrix.load(Self.configs + "/matrix.yaml")
+        let movable = try XCTUnwrap(m.boots.first { $0.name == "movable" })
+        XCTAssertEqual(movable.append, ["movablecore=1G"])
+        XCTAssertTrue(movable.kinds.contains(.hugetlb2M) && movable.kinds.contains(.anonPrivate))
+        XCTAssertFalse(movable.kinds.contains { $0.isEdge }, "argument edges do not depend on the zone")
+        let runs = BootPlan.runs(kernels: ["debian:6.1", "test:7.3"], boots: m.boots, selected: [], kinds: [])
+        XCTAssertEqual(runs.map(\.label), ["debian:6.1", "debian:6.1+movable", "test:7.3", "test:7.3+movable"])
+        XCTAssertEqual(runs.map(\.directory), ["debian-6.1", "debian-6.1+movable", "test-7.3", "test-7.3+movable"])
+        XCTAssertEqual(runs[0].append, [])
+        XCTAssertNil(runs[0].kinds)
+        XCTAssertEqual(runs[1].append, ["movablecore=1G"])
+        XCTAssertEqual(runs[1].kinds, movable.kinds)
+    }
+
+    func testBootSelectionAndKindFilters() {
+        let b = [BootVariant(name: "movable", append: ["movablecore=1G"], kinds: [.anonPrivate, .hugetlb2M], why: "w")]
+        XCTAssertEqual(BootPlan.runs(kernels: ["k"], boots: b, selected: ["plain"], kinds: []).map(\.label), ["k"])
+        XCTAssertEqual(BootPlan.runs(kernels: ["k"], boots: b, selected: ["movable"], kinds: []).map(\.label), ["k+movable"])
+        let narrowed = BootPlan.runs(kernels: ["k"], boots: b, selected: [], kinds: [.hugetlb2M, .hole])
+        XCTAssertEqual(narrowed.map(\.label), ["k", "k+movable"])
+        XCTAssertEqual(narrowed[1].kinds, [.hugetlb2M])
+        XCTAssertEqual(BootPlan.runs(kernels: ["k"], boots: b, selected: [], kinds: [.hole]).map(\.label), ["k"],
+                       "a boot left with no kind is not booted")
+        XCTAssertEqual(BootPlan.unknown(["movabel"], boots: b), "--boot movabel: no such boot (matrix.yaml has: plain, movable)")
+        XCTAssertNil(BootPlan.unknown(["plain", "movable"], boots: b))
+    }
+
+    func testMatrixBootRejections() throws {
+        func rejects(_ boots: String, _ problem: String, line: UInt = #line) {
+            let yaml = "schema: 1\ncases:\n  - kind: anon-private\nboots:\n" + boots
+            do { _ = try Matrix.parse(try Yams.compose(yaml: yaml)!, file: "m.yaml"); XCTFail("accepted: \(problem)", line: line) } catch let e as ConfigError {
+                XCTAssertTrue(e.message.contains(problem), e.message, line: line)
+            } catch { XCTFail("\(error)", line: line) }
+        }
+        let good = "  - name: movable\n    append: [movablecore=1G]\n    kinds: [anon-private]\n    why: zone\n"
+        rejects(good.replacingOccurrences(of: "movable\n", with: "my boot\n"), "letters, digits and dashes")
+        rejects(good + good, "named twice")
+        rejects(good.replacingOccurrences(of: "[movablecore=1G]", with: "[\"movablecore=1G kernelcore=1G\"]"), "without spaces")
+        rejects(good.replacingOccurrences(of: "[anon-private]", with: "[anon-privat]"), "anon-privat")
+        rejects(good.replacingOccurrences(of: "    why: zone\n", with: ""), "needs \"why\"")
+        rejects(good + "    extra: 1\n", "extra")
+    }
+
+    // MARK: judging with boot rows (the real expectations)
+
+    func plain(_ kind: CaseKind, _ outcome: Outcome, backend: BackendKind, checks: [Check] = []) -> CaseRecord {
+        var r = VerdictTests.rec(kind, outcome, backend: backend, size: 2 << 20, unmapped: outcome == .ok ? 2 << 20 : nil, checks: checks)
+        r.accountedBytes = backend == .mdevMap ? 0 : 2 << 20  // mdev-map pins nothing
+        return r
+    }
+
+    func testHugetlbPinsFromZoneMovableAreAKnownBugBeforeSixFive() throws {
+        let exp = try Expectations.load(Self.configs + "/expectations.yaml")
+        let warn = Check("kernel-log", false, "WARNING: CPU: 0 PID: 234 at mm/hugetlb.c:6627 follow_hugetlb_page+0x408/0x760")
+        let k61 = KernelVersion(6, 1, 0), k612 = KernelVersion(6, 12, 0)
+        // 6.1 on the movable boot: ENOMEM is the known bug, with its WARN in the first case or not at all.
+        for b in [BackendKind.type1, .type1v2, .mdevPin] {
+            let v = exp.judge(plain(.hugetlb2M, .errno("ENOMEM"), backend: b, checks: [warn]), kernel: k61, boot: Self.movable)
+            XCTAssertEqual(v.kind, .xfail, "\(b): \(v.reason)")
+            XCTAssertTrue(v.reference?.contains("4849807114b8") == true)
+            XCTAssertEqual(exp.judge(plain(.memfdHugetlb2M, .errno("ENOMEM"), backend: b), kernel: k61, boot: Self.movable).kind, .xfail,
+                           "WARN_ON_ONCE: later cases show no log line")
+        }
+        // Any other kernel log line is still a failure.
+        let oops = Check("kernel-log", false, "BUG: unable to handle page fault")
+        XCTAssertEqual(exp.judge(plain(.hugetlb2M, .errno("ENOMEM"), backend: .type1, checks: [oops]), kernel: k61, boot: Self.movable).kind, .fail)
+        // The bug gone on 6.1 (a fixed stable kernel): the pin works, and the row must be updated.
+        let fixed = exp.judge(plain(.hugetlb2M, .ok, backend: .type1v2), kernel: k61, boot: Self.movable)
+        XCTAssertEqual(fixed.kind, .fail)
+        XCTAssertTrue(fixed.reason.contains("no longer reproduces"), fixed.reason)
+        // The plain boot, and 6.12 on the movable boot, keep the plain rows: ENOMEM there is a failure.
+        XCTAssertEqual(exp.judge(plain(.hugetlb2M, .errno("ENOMEM"), backend: .type1v2), kernel: k61).kind, .fail)
+        XCTAssertEqual(exp.judge(plain(.hugetlb2M, .errno("ENOMEM"), backend: .type1v2), kernel: k612, boot: Self.movable).kind, .fail)
+        XCTAssertEqual(exp.judge(plain(.hugetlb2M, .ok, backend: .type1v2), kernel: k612, boot: Self.movable).kind, .pass)
+        // mdev-map pins nothing: the plain row, whatever the zone.
+        XCTAssertEqual(exp.judge(plain(.hugetlb2M, .ok, backend: .mdevMap), kernel: k61, boot: Self.movable).kind, .pass)
+    }
+
+    func eventRecord(_ kind: CaseKind, _ event: CaseEvent, _ r: EventResult) -> CaseRecord {
+        var c = Runner.record(PlannedCase(backend: .type1v2, phase: .device, kind: kind, instance: nil, size: 2 << 20,
+                                          flags: kind.defaultFlags, event: event), iova: 0, outcome: r.mapOutcome)
+        c.observations = r.observations
+        c.unmappedBytes = 2 << 20
+        return c
+    }
+
+    func testEventCasesWhoseMapFailsOnTheMovableBoot() throws {
+        let cfg = try EventConfig.load(Self.configs + "/events.yaml")
+        var failed = EventResult(); failed.mapOutcome = .errno("ENOMEM")
+        let k61 = KernelVersion(6, 1, 0)
+        let rec = eventRecord(.hugetlb2M, .compact, failed)
+        XCTAssertEqual(cfg.judge(rec, kernel: k61, boot: Self.movable).kind, .xfail)
+        XCTAssertEqual(cfg.judge(rec, kernel: k61).kind, .fail, "on the plain boot the map must work")
+        XCTAssertEqual(cfg.judge(rec, kernel: KernelVersion(6, 12, 0), boot: Self.movable).kind, .fail)
+        var worked = EventResult(); worked.observations = ["event": "ok", "device_write": "seen", "cpu_write": "seen"]
+        let v = cfg.judge(eventRecord(.hugetlb2M, .compact, worked), kernel: k61, boot: Self.movable)
+        XCTAssertEqual(v.kind, .fail, "a known bug that stops reproducing")
+        XCTAssertTrue(v.reason.contains("no longer reproduces"), v.reason)
+    }
+
+    func testEventRowMapRules() throws {
+        func parse(_ yaml: String) throws -> EventConfig {
+            try EventConfig.parse(try Yams.compose(yaml: "schema: 1\nexpectations:\n" + yaml)!, file: "t.yaml")
+        }
+        let row = """
+          - kinds: [hugetlb-2M]
+            events: [compact]
+            map: ENOMEM
+            semantics: promise
+            decided_by: follow_hugetlb_page
+            known_bug: bug
+        """
+        XCTAssertNoThrow(try parse(row))
+        XCTAssertThrowsError(try parse(row + "\n    event: ok"), "no observations when the map fails")
+        XCTAssertThrowsError(try parse(row.replacingOccurrences(of: "ENOMEM", with: "ENOPE")))
+        XCTAssertThrowsError(try parse(row.replacingOccurrences(of: "    known_bug: bug", with: "    kernel_log: x")),
+                             "a kernel_log belongs to a known bug")
+        XCTAssertThrowsError(try parse(row + "\n    boot: [\"movablecore=1G\"]"), "boot names parameters, not values")
+    }
+}
