@@ -182,7 +182,7 @@ final class SkipsTests: XCTestCase {
                 for c in plan {
                     let r = Runner.record(c, iova: 0, outcome: .ok)
                     let rows = e.matching(r, kernel: v, boot: boot).map(\.line)
-                    let skips = s.rows.filter { $0.applies(r, v, release: release) }
+                    let skips = s.rows.filter { $0.applies(r, v, release: release, boot: boot) }
                     used.formUnion(skips.map(\.line))
                     if skips.isEmpty {
                         judged += 1

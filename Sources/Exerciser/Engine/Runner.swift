@@ -60,6 +60,8 @@ struct Runner {
         guard let (region, iova) = buildRegion(instance: planned.instance, &rec) else { return rec }
         rec.iova = iova
         let acctBefore = Accounting.read()
+        let zones = MovableCheck.zones(for: planned)
+        let before = zones.map { _ in PageInfo.pfns(region.vaddr, pages: Int(region.size) / PageSize.base) }
         let t0 = monotonicNanos()
         let result: Result<Void, Errno>
         if planned.kind.mapsByFile {
@@ -93,6 +95,11 @@ struct Runner {
             Injection.apply(session.options.inject, at: .mapped, case: planned, session: session)
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
+            if let zones, let before {
+                let pinned = session.pins == nil ? Int(region.size) / PageSize.base : pinnedPages
+                MovableCheck.record(&rec, vaddr: region.vaddr, before: before, pinned: pinned, zones: zones,
+                                    stride: MovableCheck.stride(planned.kind))
+            }
             let dataStart = monotonicNanos()
             if planned.kind.targetsPeer, case .success(let peer) = session.peer {
                 let (checks, summary) = PeerCheck.run(engines: session.engines.filter { $0 !== session.peerEngine }, scratch: session.scratch, scratchIOVA: session.scratchIOVA,

@@ -360,6 +360,8 @@ public struct KnownBug: Sendable, Equatable {
     /// The line comes from a WARN_ON_ONCE: it shows in the first case that hits the bug only, so
     /// it is accepted where it shows and not required in the others.
     public var warnOnce = false
+    /// The bug shows as this check failing (a named state the tool measured, not a log line).
+    public var check: String? = nil
 }
 
 public enum ByteExpectation: Sendable, Equatable {
@@ -462,8 +464,10 @@ public struct Expectations: Sendable, Equatable {
                 let once = try b.string("warn_once")
                 if let once, once != "true" && once != "false" { throw ConfigError("\(b.location): warn_once must be true or false") }
                 if once == "true" && log == nil { throw ConfigError("\(b.location): warn_once qualifies kernel_log: give kernel_log too") }
-                try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log", "warn_once"])
-                bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed, warnOnce: once == "true")
+                let check = try b.string("check")
+                if check?.isEmpty == true { throw ConfigError("\(b.location): check must name a check such as folio-in-one-zone") }
+                try b.finish(allowed: ["reference", "fixed_outcome", "kernel_log", "warn_once", "check"])
+                bug = KnownBug(reference: ref, kernelLog: log, fixedOutcome: fixed, warnOnce: once == "true", check: check)
             }
             let boot = try parseBoot(e.strings("boot"), loc)
             try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "flags", "kernel", "boot", "outcome", "decided_by", "unmapped", "accounted", "iommu_page", "known_bug"])
@@ -501,16 +505,24 @@ public struct Expectations: Sendable, Equatable {
             }
         }
         // A known bug that shows as a kernel log line: that line is the bug reproducing.
-        var bugSeen = row.knownBug?.kernelLog == nil || row.knownBug?.warnOnce == true
+        var logSeen = row.knownBug?.kernelLog == nil || row.knownBug?.warnOnce == true
+        var checkSeen = row.knownBug?.check == nil
         for c in r.checks where !c.passed {
             if c.name == "kernel-log", let sig = row.knownBug?.kernelLog, c.detail.contains(sig) {
-                bugSeen = true
+                logSeen = true
+                continue
+            }
+            if let name = row.knownBug?.check, c.name == name {
+                checkSeen = true
                 continue
             }
             problems.append("\(c.name): \(c.detail)")
         }
-        if !bugSeen, let bug = row.knownBug, let sig = bug.kernelLog {
+        if !logSeen, let bug = row.knownBug, let sig = bug.kernelLog {
             problems.append("known bug \(bug.reference) no longer reproduces: no kernel log line with \"\(sig)\"; update \(row.line)")
+        }
+        if !checkSeen, let bug = row.knownBug, let name = bug.check {
+            problems.append("known bug \(bug.reference) no longer reproduces: the \(name) check passed; update \(row.line)")
         }
         if got == "ok", let want = row.iommuPage, let have = r.iommuPageSize, have != want {
             problems.append("IOMMU mapped it with \(have) pages, expected \(want)")

@@ -37,7 +37,7 @@ public struct Judge {
     public func verdict(_ r: CaseRecord, release: String, boot: BootParams = .none) -> Verdict {
         let kernel = KernelVersion(release: release) ?? KernelVersion(0, 0)
         let v = r.event == nil ? expectations.judge(r, kernel: kernel, boot: boot) : events.judge(r, kernel: kernel, boot: boot)
-        return skips?.judge(r, v, kernel: kernel, release: release) ?? v
+        return skips?.judge(r, v, kernel: kernel, release: release, boot: boot) ?? v
     }
 
     public func report(header: RunHeader, records: [CaseRecord], incidents: [String] = [], elapsed: Double? = nil,

@@ -15,9 +15,12 @@ public struct ExpectedSkip: Sendable, Equatable {
     /// The skip's reason must contain this; a skip for another reason is unexpected.
     public var reason: String
     public var decidedBy: String
+    /// Kernel parameters the boot must have (`boot:`): the row holds on such a boot only.
+    public var boot: [String]? = nil
 
-    /// The row is about this case on this kernel (whatever the case did).
-    func applies(_ r: CaseRecord, _ v: KernelVersion, release rel: String) -> Bool {
+    /// The row is about this case on this kernel and boot (whatever the case did).
+    func applies(_ r: CaseRecord, _ v: KernelVersion, release rel: String, boot: BootParams = .none) -> Bool {
+        guard boot.satisfies(self.boot) else { return false }
         if let k = kinds, !k.map(\.rawValue).contains(r.kind) { return false }
         if let b = backends, !b.map(\.rawValue).contains(r.backend) { return false }
         if exceptBackends.map(\.rawValue).contains(r.backend) { return false }
@@ -72,9 +75,10 @@ public struct ExpectedSkips: Sendable, Equatable {
             guard let decided = try e.string("decided_by"), !decided.isEmpty else {
                 throw ConfigError("\(loc): an expected skip needs \"decided_by\" (the kernel config or function that decides it)")
             }
-            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "kernel", "release", "reason", "decided_by"])
+            let boot = try parseBoot(e.strings("boot"), loc)
+            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "kernel", "release", "boot", "reason", "decided_by"])
             rows.append(ExpectedSkip(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, kernel: kernel,
-                                     release: release, reason: reason, decidedBy: decided))
+                                     release: release, reason: reason, decidedBy: decided, boot: boot))
         }
         try f.finish(allowed: ["schema", "skips"])
         return ExpectedSkips(rows: rows)
@@ -83,8 +87,8 @@ public struct ExpectedSkips: Sendable, Equatable {
     /// The strict verdict: `verdict` (from the expectations) checked against the expected skips.
     /// A skip no row expects fails; so does a case a row expects to skip that ran (the row is
     /// stale or too wide, and would hide the next real skip). Pure.
-    public func judge(_ r: CaseRecord, _ verdict: Verdict, kernel: KernelVersion, release: String) -> Verdict {
-        let rows = self.rows.filter { $0.applies(r, kernel, release: release) }
+    public func judge(_ r: CaseRecord, _ verdict: Verdict, kernel: KernelVersion, release: String, boot: BootParams = .none) -> Verdict {
+        let rows = self.rows.filter { $0.applies(r, kernel, release: release, boot: boot) }
         switch r.outcome {
         case .skip(let why):
             if let row = rows.first(where: { why.contains($0.reason) }) {
