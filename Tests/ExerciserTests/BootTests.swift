@@ -123,6 +123,7 @@ final class BootTests: XCTestCase {
         var c = Runner.record(PlannedCase(backend: .type1v2, phase: .device, kind: kind, instance: nil, size: 2 << 20,
                                           flags: kind.defaultFlags, event: event), iova: 0, outcome: r.mapOutcome)
         c.observations = r.observations
+        c.checks = r.checks
         c.unmappedBytes = 2 << 20
         return c
     }
@@ -139,6 +140,20 @@ final class BootTests: XCTestCase {
         let v = cfg.judge(eventRecord(.hugetlb2M, .compact, worked), kernel: k61, boot: Self.movable)
         XCTAssertEqual(v.kind, .fail, "a known bug that stops reproducing")
         XCTAssertTrue(v.reason.contains("no longer reproduces"), v.reason)
+    }
+
+    func testEventCasesOnTheCrossZone1GPageAreTheKnownBug() throws {
+        let cfg = try EventConfig.load(Self.configs + "/events.yaml")
+        var seen = EventResult(); seen.observations = ["event": "ok", "device_write": "seen", "cpu_write": "seen"]
+        seen.checks = [Check("folio-in-one-zone", false, "1 of 1 pinned folios have pages in two zones: Movable×65536 Normal×196608")]
+        let k612 = KernelVersion(6, 12, 117)
+        XCTAssertEqual(cfg.judge(eventRecord(.hugetlb1G, .compact, seen), kernel: k612, boot: Self.movable).kind, .xfail)
+        XCTAssertEqual(cfg.judge(eventRecord(.hugetlb1G, .compact, seen), kernel: k612).kind, .fail, "not on the plain boot")
+        var whole = seen; whole.checks = []
+        let v = cfg.judge(eventRecord(.hugetlb1G, .compact, whole), kernel: k612, boot: Self.movable)
+        XCTAssertEqual(v.kind, .fail)
+        XCTAssertTrue(v.reason.contains("the folio-in-one-zone check passed"), v.reason)
+        XCTAssertEqual(cfg.judge(eventRecord(.hugetlb1G, .compact, whole), kernel: k612).kind, .pass)
     }
 
     func testEventRowMapRules() throws {

@@ -35,18 +35,25 @@ enum MovableCheck {
         rec.properties["pages_before_map"] = summary(before, zones)
         rec.properties["pages_pinned"] = summary(after, zones)
         rec.properties["moved_at_pin"] = "\(PageInfo.moved(before, after)) of \(before.count) pages"
+        rec.checks += checks(after, pinned: pinned, zones: zones, stride: stride)
+    }
+
+    /// pinned-outside-movable over the folios of the first `pinned` pages and, for huge folios,
+    /// folio-in-one-zone. Pages not present never count as Movable.
+    static func checks(_ after: [UInt64?], pinned: Int, zones: [PageInfo.Zone], stride: Int) -> [Check] {
         let folios = stride > 1 ? Swift.stride(from: 0, to: min(pinned, after.count), by: stride).map { Array(after[$0..<min($0 + stride, after.count)]) }
                                 : after.prefix(pinned).map { [$0] }
         let zone = { (p: UInt64?) in p.map { PageInfo.zone(of: $0, in: zones) } }
         let left = folios.filter { zone($0.first ?? nil) == "Movable" }.count
         let straddling = folios.filter { Set($0.compactMap(zone)).count > 1 }.count
-        if stride > 1 {
-            rec.checks.append(Check("folio-in-one-zone", straddling == 0, straddling == 0 ? "every pinned folio lies in one zone"
-                                    : "\(straddling) of \(folios.count) pinned folios have pages in two zones: \(summary(after, zones))"))
-        }
         let what = stride > 1 ? "folios (by their head page)" : "pages"
-        rec.checks.append(Check("pinned-outside-movable", left == 0, left == 0 ? "no pinned \(stride > 1 ? "folio" : "page") is in ZONE_MOVABLE"
-                                : "\(left) of \(folios.count) pinned \(what) are in ZONE_MOVABLE (d1e153fea2a8 migrates them out)"))
+        var out = [Check("pinned-outside-movable", left == 0, left == 0 ? "no pinned \(stride > 1 ? "folio" : "page") is in ZONE_MOVABLE"
+                         : "\(left) of \(folios.count) pinned \(what) are in ZONE_MOVABLE (d1e153fea2a8 migrates them out)")]
+        if stride > 1 {
+            out.append(Check("folio-in-one-zone", straddling == 0, straddling == 0 ? "every pinned folio lies in one zone"
+                             : "\(straddling) of \(folios.count) pinned folios have pages in two zones: \(summary(after, zones))"))
+        }
+        return out
     }
 
     /// "Movable×12 Normal×4" (pages not present are counted as such).

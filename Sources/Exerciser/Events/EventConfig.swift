@@ -36,6 +36,8 @@ public struct EventExpectation: Sendable, Equatable {
     public var map: String = "ok"
     /// A known bug's kernel log line (a WARN_ON_ONCE shows in the first case only): accepted.
     public var kernelLog: String? = nil
+    /// A known bug that shows as this check failing: required, and then accepted.
+    public var knownCheck: String? = nil
 
     func matches(_ r: CaseRecord, _ v: KernelVersion) -> Bool {
         guard let k = CaseKind(rawValue: r.kind), kinds.contains(k),
@@ -150,10 +152,13 @@ public struct EventConfig: Sendable, Equatable {
             let log = try e.string("kernel_log")
             if log != nil && bug == nil { throw ConfigError("\(loc): kernel_log names a known bug's log line: give known_bug too") }
             if log?.isEmpty == true { throw ConfigError("\(loc): kernel_log must not be empty") }
-            try e.finish(allowed: ["kinds", "events", "backends", "except_backends", "kernel", "boot", "map", "semantics", "decided_by", "known_bug", "kernel_log"] + names.sorted())
+            let check = try e.string("known_check")
+            if check != nil && bug == nil { throw ConfigError("\(loc): known_check names a known bug's failing check: give known_bug too") }
+            try e.finish(allowed: ["kinds", "events", "backends", "except_backends", "kernel", "boot", "map", "semantics", "decided_by", "known_bug", "kernel_log",
+                                   "known_check"] + names.sorted())
             out.rows.append(EventExpectation(line: loc, kinds: kinds, events: events, backends: backends, exceptBackends: except,
                                              kernel: kernel, observe: observe, semantics: semantics, decidedBy: decided, knownBug: bug, boot: boot,
-                                             map: map, kernelLog: log))
+                                             map: map, kernelLog: log, knownCheck: check))
         }
         try f.finish(allowed: ["schema", "cases", "expectations"])
         return out
@@ -194,10 +199,13 @@ public struct EventConfig: Sendable, Equatable {
             mismatched.append("\(name): got \(got), expected \(want)")
             if row.semantics == .promise && Self.promised.contains(name) && want == "seen" { broken.append(mismatched.last!) }
         }
+        var checkSeen = row.knownCheck == nil
         for c in r.checks where !c.passed {
             if c.name == "kernel-log", let sig = row.kernelLog, c.detail.contains(sig) { continue }
+            if c.name == row.knownCheck { checkSeen = true; continue }
             problems.append("\(c.name): \(c.detail)")
         }
+        if !checkSeen, let name = row.knownCheck { problems.append("the \(name) check passed") }
         if row.map != "ok", let o = r.observations, !o.isEmpty {
             problems.append("observed \(o.keys.sorted().joined(separator: ", ")) although the map gave \(got)")
         }

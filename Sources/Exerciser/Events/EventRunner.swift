@@ -315,11 +315,8 @@ extension Runner {
             rec.properties["pages_pinned"] = PageInfo.describe(region.vaddr, pages: pages, zones: zones).text
             rec.properties["moved_at_pin"] = "\(PageInfo.moved(before, pinned)) of \(pages) pages"
             // FOLL_LONGTERM migrates pages out of ZONE_MOVABLE before pinning (d1e153fea2a8, 5.13).
-            let movable = pinned.filter { $0.map { PageInfo.zone(of: $0, in: zones) == "Movable" } ?? false }.count
-            // devdax pages are ZONE_DEVICE, which zoneinfo does not list: they only lie in Movable's span.
-            if planned.kind != .devdax && zones.contains(where: { $0.name == "Movable" && $0.spanned > 0 }) {
-                rec.checks.append(Check("pinned-outside-movable", movable == 0, movable == 0 ? "no pinned page is in ZONE_MOVABLE"
-                                        : "\(movable) of \(pages) pinned pages are in ZONE_MOVABLE (d1e153fea2a8 migrates them out)"))
+            if let z = MovableCheck.zones(for: planned) {
+                rec.checks += MovableCheck.checks(pinned, pinned: pages, zones: z, stride: MovableCheck.stride(planned.kind))
             }
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
