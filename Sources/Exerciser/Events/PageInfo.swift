@@ -105,7 +105,8 @@ extension PageInfo {
     /// The THP state of a range: the PMD mappings of its vma (smaps) and the THP bit of its pages.
     static func thpState(_ addr: UInt64, pages: Int) -> String {
         let sm = Mem.smaps(for: addr)
-        let pmd = ["AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"].compactMap { k in sm[k].map { "\(k) \($0)" } }
+        // The vma's Size too: MADV_COLLAPSE refuses a vma that cannot hold a PMD.
+        let pmd = ["Size", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"].compactMap { k in sm[k].map { (k == "Size" ? "vma " : "") + "\(k) \($0)" } }
         let p = pfns(addr, pages: pages)
         let thp = thpPages(p).map { "kpageflags THP on \($0) of \(p.compactMap { $0 }.count) present pages" } ?? "kpageflags unreadable"
         return (pmd.isEmpty ? ["no smaps entry"] : pmd).joined(separator: ", ") + "; " + thp
