@@ -9,7 +9,7 @@ import VFIO
 /// the `bug` knobs model kernels that break a promise.
 final class FakeEventKernel: EventWorld {
     enum Memory { case privateAnon, shared, untouched }
-    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage }
+    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage, collapseOrSplitReplacesPinnedPage }
 
     let pages: Int
     let memory: Memory
@@ -24,6 +24,8 @@ final class FakeEventKernel: EventWorld {
     var iommu: [Int]? = nil
     var log: [String] = []
     var failOn: String?
+    /// What madvise / the split answers (MADV_COLLAPSE gives an errno where it cannot collapse).
+    var eventResult = "ok"
 
     init(pages: Int = 4, memory: Memory, bug: Bug = .none) {
         self.pages = pages
@@ -87,6 +89,11 @@ final class FakeEventKernel: EventWorld {
         case .madvDontneed, .remapAnon:
             if memory != .shared || e == .remapAnon { cpu = Array(repeating: nil, count: pages) }
             return ("ok", nil)
+        case .madvCollapse, .thpSplit, .madvCollapsePteMapped:
+            // The kernel refuses to copy or split a folio with extra references: the process keeps
+            // the pinned pages. The buggy one copies them into new pages and maps those instead.
+            if bug == .collapseOrSplitReplacesPinnedPage { cpu = cpu.map { $0.map { newPage(content($0)) } } }
+            return (eventResult, nil)
         case .vaddrOtherMemfd:
             cpu = (0..<pages).map { newPage(Pattern(Pattern.fill.offset + $0)) }
             return ("ok", .fill)

@@ -125,6 +125,71 @@ final class EventTests: XCTestCase {
         XCTAssertEqual(Sight.summarize(["zero", "zero"]), "zero")
     }
 
+    // MARK: MADV_COLLAPSE and the THP split
+
+    func testCollapseAndSplitActOnThePinAndCheckBothWays() {
+        for e in [CaseEvent.madvCollapse, .thpSplit, .madvCollapsePteMapped] {
+            XCTAssertEqual(EventPlan.steps(for: e), [.cpuWrite(.pre), .map, .baseline(.pre), .apply,
+                                                     .deviceWrite(.device), .deviceHolds(.device), .cpuObserve("device_write", .device),
+                                                     .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap], "\(e)")
+            XCTAssertEqual(Set(e.observations), ["event", "device_write", "cpu_write"])
+        }
+    }
+
+    /// The return code is the cell's outcome: an errno the row does not name fails as a plain
+    /// mismatch, not as a broken promise, as long as both sides still agree.
+    func testCollapseReturnCodeIsJudgedApartFromTheData() throws {
+        let (ok, r) = try judge(.thp, .madvCollapse, FakeEventKernel(memory: .privateAnon))
+        XCTAssertEqual(r.observations, ["event": "ok", "device_write": "seen", "cpu_write": "seen"])
+        XCTAssertEqual(ok.kind, .pass, ok.reason)
+        let k = FakeEventKernel(memory: .privateAnon)
+        k.eventResult = "EAGAIN"
+        let (v, _) = try judge(.thp, .madvCollapse, k)
+        XCTAssertEqual(v.kind, .fail)
+        XCTAssertTrue(v.reason.contains("event: got EAGAIN, expected ok") && !v.reason.contains("PROMISE"), v.reason)
+        let h = FakeEventKernel(memory: .shared)
+        h.eventResult = "EINVAL"
+        for kernel in [KernelVersion(6, 1), KernelVersion(6, 12), KernelVersion(7, 3)] {
+            XCTAssertEqual(try judge(.hugetlb2M, .madvCollapse, h, kernel: kernel).0.kind, .pass, "hugetlb refuses MADV_COLLAPSE on \(kernel)")
+        }
+        let (notRefused, _) = try judge(.hugetlb2M, .madvCollapse, FakeEventKernel(memory: .shared))
+        XCTAssertEqual(notRefused.kind, .fail, "a hugetlb vma that MADV_COLLAPSE accepts is not what the row says")
+        // PTEs of a pinned THP: SCAN_PAGE_COUNT is EAGAIN on every kernel the VM runs (6.1.13 has ae63c898f400).
+        let pte = FakeEventKernel(memory: .privateAnon)
+        pte.eventResult = "EAGAIN"
+        XCTAssertEqual(try judge(.thp, .madvCollapsePteMapped, pte, kernel: KernelVersion(6, 1)).0.kind, .pass)
+        pte.eventResult = "EINVAL"
+        XCTAssertEqual(try judge(.thp, .madvCollapsePteMapped, pte, kernel: KernelVersion(6, 1)).0.kind, .fail, "the errno before ae63c898f400")
+    }
+
+    /// A kernel that collapses or splits a pinned range by copying it gives the process new pages:
+    /// the device's write is not seen and the process's write does not reach the device.
+    func testACollapseOrSplitThatReplacesThePinnedPagesBreaksThePromise() throws {
+        for e in [CaseEvent.madvCollapse, .thpSplit, .madvCollapsePteMapped] {
+            let (v, r) = try judge(.thp, e, FakeEventKernel(memory: .privateAnon, bug: .collapseOrSplitReplacesPinnedPage))
+            XCTAssertEqual(r.observations["device_write"], "stale", "\(e): the process reads its copy of the old content")
+            XCTAssertEqual(r.observations["cpu_write"], "device-own", "\(e): the device still holds its own write")
+            XCTAssertTrue(v.kind == .fail && v.reason.hasPrefix("PROMISE BROKEN: ") && v.reason.contains("kernel log:"), "\(e): \(v.reason)")
+        }
+        let (split, _) = try judge(.hugetlb2M, .thpSplit, FakeEventKernel(memory: .shared))
+        XCTAssertEqual(split.kind, .pass, split.reason)
+    }
+
+    /// Every planned kind × {madv-collapse, thp-split} cell has exactly one row on each kernel the
+    /// VM runs, so none is judged "no event expectation" or "ambiguous".
+    func testEveryCollapseAndSplitCellHasOneRowPerKernel() throws {
+        let cfg = try config()
+        let cells = cfg.plan(backends: nil, kinds: nil, events: [.madvCollapse, .thpSplit, .madvCollapsePteMapped],
+                             matrix: Matrix(backends: BackendKind.allCases, cases: []))
+        XCTAssertEqual(cells.count, 2 * (9 + 9 + 1), "nine kinds × two events and the THP's PTE case, on type1v2 and iommufd")
+        for c in cells {
+            let rec = Runner.record(c, iova: 0, outcome: .ok)
+            for kernel in [KernelVersion(6, 1), KernelVersion(6, 12), KernelVersion(7, 3)] {
+                XCTAssertEqual(cfg.rows.filter { $0.matches(rec, kernel) }.count, 1, "\(c.id) on \(kernel)")
+            }
+        }
+    }
+
     // MARK: judging
 
     func row(_ yaml: String) throws -> EventConfig {

@@ -20,6 +20,15 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
     /// VFIO_DMA_UNMAP_FLAG_VADDR, munmap, the same / another memfd mapped elsewhere, MAP_FLAG_VADDR.
     case vaddrSameMemfd = "vaddr-same-memfd"
     case vaddrOtherMemfd = "vaddr-other-memfd"
+    /// MADV_COLLAPSE (7d8faaf15545, 6.1) on the pinned range: its return code is the outcome;
+    /// whatever it is, the pinned pages must stay the process's pages.
+    case madvCollapse = "madv-collapse"
+    /// MADV_NOHUGEPAGE, then debugfs split_huge_pages over the pinned range: a pinned THP must
+    /// not be split away from the device.
+    case thpSplit = "thp-split"
+    /// mprotect over half the range and back splits a THP's PMD (the folio stays whole and
+    /// pinned), then MADV_COLLAPSE: small PTEs of pinned pages, which collapse must refuse.
+    case madvCollapsePteMapped = "madv-collapse-pte-mapped"
 
     public var summary: String {
         switch self {
@@ -35,6 +44,9 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
         case .cpuWriteAfterReadPin: return "READ-only DMA map of untouched private memory, then a CPU write"
         case .vaddrSameMemfd: return "VFIO VADDR invalidate, the same memfd mapped at a new address, VADDR update"
         case .vaddrOtherMemfd: return "VFIO VADDR invalidate, a different memfd mapped at a new address, VADDR update"
+        case .madvCollapse: return "MADV_COLLAPSE on the pinned range (its errno is the outcome)"
+        case .thpSplit: return "MADV_NOHUGEPAGE, then debugfs split_huge_pages over the pinned range"
+        case .madvCollapsePteMapped: return "mprotect half the range RO and back (splits the PMD), then MADV_COLLAPSE"
         }
     }
 

@@ -127,7 +127,30 @@ final class RealEventWorld: EventWorld {
             return ("ok", nil)
         case .vaddrSameMemfd, .vaddrOtherMemfd:
             return vaddrUpdate(sameObject: e == .vaddrSameMemfd)
+        case .madvCollapse:
+            return (madvise(addr, len, 25 /* MADV_COLLAPSE */) == 0 ? "ok" : Self.errnoName(), nil)
+        case .thpSplit:
+            return thpSplit()
+        case .madvCollapsePteMapped:
+            // A vma split (mprotect of one half) splits the PMD; the way back merges the vma again.
+            let half = len / 2
+            guard mprotect(addr + half, half, PROT_READ) == 0 else { return ("mprotect(READ) " + Self.errnoName(), nil) }
+            guard mprotect(addr + half, half, PROT_READ | PROT_WRITE) == 0 else { return ("mprotect(READ|WRITE) " + Self.errnoName(), nil) }
+            properties["thp_after_pmd_split"] = PageInfo.thpState(UInt64(UInt(bitPattern: addr)), pages: len / PageSize.base)
+            return (madvise(addr, len, 25 /* MADV_COLLAPSE */) == 0 ? "ok" : Self.errnoName(), nil)
         }
+    }
+
+    /// MADV_NOHUGEPAGE, then split_huge_pages over the range; both are tried, the first
+    /// failure is the result and each call's own answer is a property.
+    func thpSplit() -> (result: String, fill: Pattern?) {
+        let nohuge = madvise(addr, Int(size), 15 /* MADV_NOHUGEPAGE */) == 0 ? "ok" : Self.errnoName()
+        properties["nohugepage"] = nohuge
+        let a = UInt(bitPattern: addr)
+        let cmd = String(format: "%d,0x%lx,0x%lx", getpid(), a, a + UInt(size))
+        let split = SplitHugePages.write(cmd)
+        properties["split_huge_pages"] = "\(cmd): \(split)"
+        return (nohuge != "ok" ? nohuge : split, nil)
     }
 
     /// VFIO_DMA_UNMAP_FLAG_VADDR, munmap, a memfd mapped at a new address, MAP_FLAG_VADDR.
@@ -291,6 +314,16 @@ extension Runner {
             rec.outcome = .skip("event cases need the NVMe data-check engine (every page, both directions): \(session.dmaUnavailable)")
             return rec
         }
+        var debugfsMounted = false
+        if event == .thpSplit {
+            let d = SplitHugePages.prepare()
+            guard d.available else {
+                rec.outcome = .skip("no \(SplitHugePages.path) (CONFIG_DEBUG_FS and CONFIG_TRANSPARENT_HUGEPAGE)")
+                return rec
+            }
+            debugfsMounted = d.mounted
+        }
+        defer { SplitHugePages.release(mounted: debugfsMounted) }
         // Locked memory before anything is built: mlock and the events themselves change it too.
         let acctStart = Accounting.read()
         guard let (region, iova) = buildRegion(instance: nil, &rec) else { return rec }
@@ -308,6 +341,8 @@ extension Runner {
         let acctBefore = Accounting.read()
         let thp = { (a: UnsafeMutableRawPointer) in Mem.smaps(for: UInt64(UInt(bitPattern: a)))["AnonHugePages"] ?? "?" }
         if planned.kind == .thp { rec.properties["thp_before"] = thp(world.addr) }
+        // What MADV_COLLAPSE and the split did to the huge mappings, beside the PFNs.
+        let thpEvent = [.madvCollapse, .thpSplit, .madvCollapsePteMapped].contains(event)
 
         // The executor runs the steps; pins and PFNs are read between them by the hooks below.
         let result = EventExecutor.run(event, world: PinObserver(world, onMapped: {
@@ -318,12 +353,14 @@ extension Runner {
             if let z = MovableCheck.zones(for: planned) {
                 rec.checks += MovableCheck.checks(pinned, pinned: pages, zones: z, stride: MovableCheck.stride(planned.kind))
             }
+            if thpEvent { rec.properties["thp_pinned"] = PageInfo.thpState(region.vaddr, pages: pages) }
             if let a = acctBefore, let b = Accounting.read() { rec.accountedBytes = Accounting.delta(a, b) }
             rec.iommuPageSize = session.iommuPageSize(iova: iova)
         }, onApplied: {
             let a = UInt64(UInt(bitPattern: world.addr))
             rec.properties["pages_after_event"] = PageInfo.describe(a, pages: pages, zones: zones).text
             if planned.kind == .thp { rec.properties["thp_after_event"] = thp(world.addr) }
+            if thpEvent { rec.properties["thp_state_after_event"] = PageInfo.thpState(a, pages: pages) }
         }, onEnd: {
             let a = UInt64(UInt(bitPattern: world.addr))
             rec.properties["pages_at_end"] = PageInfo.describe(a, pages: pages, zones: zones).text

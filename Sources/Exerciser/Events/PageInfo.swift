@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 import VFIO
 
 /// Where the pages behind an address range are: PFNs from /proc/self/pagemap (root sees them),
@@ -56,5 +57,58 @@ enum PageInfo {
     /// How many of `a`'s present pages are at another PFN in `b`.
     static func moved(_ a: [UInt64?], _ b: [UInt64?]) -> Int {
         zip(a, b).filter { $0 != nil && $1 != nil && $0 != $1 }.count
+    }
+}
+
+/// debugfs split_huge_pages (fa6c02315f74, 5.13: "<pid>,0x<vstart>,0x<vend>" splits the THPs
+/// mapped there that can be split; split_huge_pages_pid skips a folio with extra references).
+enum SplitHugePages {
+    static let debugfs = "/sys/kernel/debug"
+    static let path = debugfs + "/split_huge_pages"
+
+    /// Makes the file reachable: true when debugfs had to be mounted for it (unmount after).
+    static func prepare() -> (available: Bool, mounted: Bool) {
+        if access(path, W_OK) == 0 { return (true, false) }
+        guard mount("debugfs", debugfs, "debugfs", 0, nil) == 0 else { return (false, false) }
+        if access(path, W_OK) == 0 { return (true, true) }
+        umount2(debugfs, 0)
+        return (false, false)
+    }
+
+    static func release(mounted: Bool) { if mounted { umount2(debugfs, 0) } }
+
+    /// "ok" when the kernel took the whole command, else the errno name.
+    static func write(_ cmd: String) -> String {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "open " + Errno(rawValue: errno).symbol }
+        defer { close(fd) }
+        let n = cmd.withCString { Foundation.write(fd, $0, strlen($0)) }
+        return n == cmd.utf8.count ? "ok" : n < 0 ? Errno(rawValue: errno).symbol : "short write \(n) of \(cmd.utf8.count)"
+    }
+}
+
+extension PageInfo {
+    /// How many of the present PFNs carry KPF_THP (bit 22) in /proc/kpageflags; nil without access.
+    static func thpPages(_ pfns: [UInt64?]) -> Int? {
+        let fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var n = 0
+        for pfn in pfns.compactMap({ $0 }) {
+            var flags: UInt64 = 0
+            guard pread(fd, &flags, 8, off_t(pfn * 8)) == 8 else { return nil }
+            if flags & (1 << 22) != 0 { n += 1 }
+        }
+        return n
+    }
+
+    /// The THP state of a range: the PMD mappings of its vma (smaps) and the THP bit of its pages.
+    static func thpState(_ addr: UInt64, pages: Int) -> String {
+        let sm = Mem.smaps(for: addr)
+        // The vma's Size too: MADV_COLLAPSE refuses a vma that cannot hold a PMD.
+        let pmd = ["Size", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"].compactMap { k in sm[k].map { (k == "Size" ? "vma " : "") + "\(k) \($0)" } }
+        let p = pfns(addr, pages: pages)
+        let thp = thpPages(p).map { "kpageflags THP on \($0) of \(p.compactMap { $0 }.count) present pages" } ?? "kpageflags unreadable"
+        return (pmd.isEmpty ? ["no smaps entry"] : pmd).joined(separator: ", ") + "; " + thp
     }
 }
