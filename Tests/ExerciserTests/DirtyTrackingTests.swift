@@ -163,16 +163,20 @@ final class DirtyTrackingTests: XCTestCase {
     }
 
     /// A container whose groups all pin through vfio_pin_pages is reported precisely, and the
-    /// pages still pinned after GET_BITMAP are marked again for the unmap. The NVMe container's
-    /// row (all) does not fit it.
+    /// pages still pinned after GET_BITMAP are marked again for the unmap. That is the mdev-pin
+    /// row; the NVMe container's row (all) does not fit it.
     func testPinScopeIsPreciseAndNotWhatTheNVMeRowSays() throws {
         let (_, r) = run(.dirtyPages, .type1PinScope, pages: 70)
         XCTAssertEqual(r.observations["dirty_bitmap"], "written")
         XCTAssertEqual(r.observations["unmap_bitmap"], "written")
         let cfg = try config()
+        XCTAssertEqual(cfg.judge(record(.anonPrivate, .dirtyPages, .mdevPin, r), kernel: KernelVersion(6, 1)).kind, .pass)
         let v = cfg.judge(record(.anonPrivate, .dirtyPages, .type1v2, r), kernel: KernelVersion(6, 12))
         XCTAssertEqual(v.kind, .fail)
         XCTAssertTrue(v.reason.contains("dirty_bitmap: got written, expected all"), v.reason)
+        // An mdev kernel that reported a vfio-pci-like "all" would fail the mdev row.
+        let (_, all) = run(.dirtyPages, .type1(v2: true), pages: 70)
+        XCTAssertEqual(cfg.judge(record(.anonPrivate, .dirtyPages, .mdevPin, all), kernel: KernelVersion(6, 1)).kind, .fail)
     }
 
     /// A tracker that loses a written page breaks the promise whatever the row says.

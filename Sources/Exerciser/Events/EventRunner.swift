@@ -412,6 +412,8 @@ final class RealEventWorld: EventWorld {
 extension Runner {
     /// A kind × event case: the kind's memory, one event after the map, both directions after it.
     func runEvent(_ event: CaseEvent) -> CaseRecord {
+        // The mdev is its own device: it reaches memory only through vfio_pin_pages/vfio_dma_rw.
+        if event == .dirtyPages, session.kind == .mdevPin, let pins = session.pins { return runMdevDirty(pins) }
         var rec = Self.record(planned, iova: 0, outcome: .ok)
         guard let engine = session.nvme else {
             rec.outcome = .skip("event cases need the NVMe data-check engine (every page, both directions): \(session.dmaUnavailable)")
