@@ -503,7 +503,12 @@ final class PinObserver: EventWorld {
     func deviceWrite(_ p: Pattern, pages: [Int]) throws { try w.deviceWrite(p, pages: pages) }
     func dirtyInfo(_ e: CaseEvent) -> String { w.dirtyInfo(e) }
     func dirtyBitmap() -> Result<DirtyBitmap, Errno>? { w.dirtyBitmap() }
-    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> { w.unmapGettingDirty() }
+    /// A successful one is the case's unmap: the end-of-case PFNs are read then.
+    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> {
+        let r = w.unmapGettingDirty()
+        if case .success = r { onEnd() }
+        return r
+    }
     func dirtyStop() -> String? { w.dirtyStop() }
     var mappedSize: UInt64 { w.mappedSize }
     var pageCount: Int { w.pageCount }
