@@ -10,11 +10,24 @@ public struct IOVARange: Codable, Sendable, Equatable {
     }
 }
 
+public struct MigrationCap: Codable, Sendable, Equatable {
+    public var flags: UInt32
+    public var pgsizeBitmap: UInt64
+    public var maxDirtyBitmapSize: UInt64
+    public init(flags: UInt32, pgsizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) {
+        self.flags = flags
+        self.pgsizeBitmap = pgsizeBitmap
+        self.maxDirtyBitmapSize = maxDirtyBitmapSize
+    }
+}
+
 /// What VFIO_IOMMU_GET_INFO reports, capability chain included.
 public struct IOMMUInfo: Codable, Sendable, Equatable {
     public var pageSizes: UInt64
     public var iovaRanges: [IOVARange]
     public var dmaAvail: UInt32?
+    /// VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION: the dirty-tracking page sizes and bitmap limit.
+    public var migration: MigrationCap?
 
     public var smallestPage: UInt64 { pageSizes == 0 ? 4096 : pageSizes & (~pageSizes &+ 1) }
 
@@ -69,6 +82,12 @@ public struct IOMMUInfo: Codable, Sendable, Equatable {
                     let o = first + i * MemoryLayout<vfio_iova_range>.size
                     guard o + MemoryLayout<vfio_iova_range>.size <= limit, let s = u64(o), let e = u64(o + 8) else { break }
                     info.iovaRanges.append(IOVARange(start: s, end: e))
+                }
+            case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION:
+                let cap = MemoryLayout<vfio_iommu_type1_info_cap_migration>.self
+                if let f = u32(off + cap.offset(of: \.flags)!), let p = u64(off + cap.offset(of: \.pgsize_bitmap)!),
+                   let m = u64(off + cap.offset(of: \.max_dirty_bitmap_size)!) {
+                    info.migration = MigrationCap(flags: f, pgsizeBitmap: p, maxDirtyBitmapSize: m)
                 }
             case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
                 info.dmaAvail = u32(off + MemoryLayout<vfio_iommu_type1_info_dma_avail>.offset(of: \.avail)!)

@@ -30,6 +30,7 @@ static const unsigned long CVFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
 static const unsigned long CVFIO_IOMMU_GET_INFO = VFIO_IOMMU_GET_INFO;
 static const unsigned long CVFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
 static const unsigned long CVFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
+static const unsigned long CVFIO_IOMMU_DIRTY_PAGES = VFIO_IOMMU_DIRTY_PAGES;
 
 /* mmap/memfd flag encodings (nested macros Swift does not import). */
 #include <linux/mman.h>
@@ -52,6 +53,10 @@ static const unsigned long CVFIO_IOMMU_IOAS_IOVA_RANGES = IOMMU_IOAS_IOVA_RANGES
 static const unsigned long CVFIO_IOMMU_IOAS_MAP = IOMMU_IOAS_MAP;
 static const unsigned long CVFIO_IOMMU_IOAS_MAP_FILE = IOMMU_IOAS_MAP_FILE;
 static const unsigned long CVFIO_IOMMU_IOAS_UNMAP = IOMMU_IOAS_UNMAP;
+static const unsigned long CVFIO_IOMMU_GET_HW_INFO = IOMMU_GET_HW_INFO;
+static const unsigned long CVFIO_IOMMU_HWPT_ALLOC = IOMMU_HWPT_ALLOC;
+static const unsigned long CVFIO_IOMMU_HWPT_SET_DIRTY_TRACKING = IOMMU_HWPT_SET_DIRTY_TRACKING;
+static const unsigned long CVFIO_IOMMU_HWPT_GET_DIRTY_BITMAP = IOMMU_HWPT_GET_DIRTY_BITMAP;
 static const unsigned long CVFIO_DEVICE_BIND_IOMMUFD = VFIO_DEVICE_BIND_IOMMUFD;
 static const unsigned long CVFIO_DEVICE_ATTACH_IOMMUFD_PT = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
 static const unsigned long CVFIO_DEVICE_DETACH_IOMMUFD_PT = VFIO_DEVICE_DETACH_IOMMUFD_PT;

@@ -16,6 +16,8 @@ final class IOMMUFDBackend: Backend {
     #endif
     var vfioContainer: Container? { nil }
     private(set) var info: IOMMUInfo
+    /// The iommufd device ids VFIO_DEVICE_BIND_IOMMUFD gave, by PCI address.
+    private(set) var devIDs: [String: UInt32] = [:]
 
     /// /dev/vfio/devices/vfioN of a PCI device, from sysfs.
     static func cdev(_ address: String) -> String? {
@@ -54,7 +56,7 @@ final class IOMMUFDBackend: Backend {
         guard let path = Self.cdev(address) else { throw UsageError("\(address) has no VFIO cdev") }
         let dev = try Device.openCdev(path, name: address)
         opened(dev)
-        _ = try dev.bind(iommufd)
+        devIDs[address] = try dev.bind(iommufd)
         try dev.attach(ioas)
         // Attaching adds the device's reserved regions (the MSI window) to the IOAS's ranges.
         if case .success(let i) = ioas.info(), !i.iovaRanges.isEmpty { info = i }

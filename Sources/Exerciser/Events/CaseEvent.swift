@@ -1,4 +1,6 @@
 import Foundation
+import SystemPackage
+import VFIO
 
 /// What the process does to its memory after the pin: the second dimension of a case (kind × event).
 public enum CaseEvent: String, CaseIterable, Sendable, Codable {
@@ -29,6 +31,12 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
     /// mprotect over half the range and back splits a THP's PMD (the folio stays whole and
     /// pinned), then MADV_COLLAPSE: small PTEs of pinned pages, which collapse must refuse.
     case madvCollapsePteMapped = "madv-collapse-pte-mapped"
+    /// VFIO_IOMMU_DIRTY_PAGES on a container: START, the device writes some pages, GET_BITMAP,
+    /// UNMAP_DMA with GET_DIRTY_BITMAP, STOP; and that flag without tracking first.
+    case dirtyPages = "dirty-pages"
+    /// iommufd: IOMMU_GET_HW_INFO's dirty capability, IOMMU_HWPT_ALLOC with DIRTY_TRACKING, and
+    /// where that works SET_DIRTY_TRACKING, the device writes some pages, GET_DIRTY_BITMAP.
+    case hwptDirty = "hwpt-dirty"
 
     public var summary: String {
         switch self {
@@ -47,6 +55,8 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
         case .madvCollapse: return "MADV_COLLAPSE on the pinned range (its errno is the outcome)"
         case .thpSplit: return "MADV_NOHUGEPAGE, then debugfs split_huge_pages over the pinned range"
         case .madvCollapsePteMapped: return "mprotect half the range RO and back (splits the PMD), then MADV_COLLAPSE"
+        case .dirtyPages: return "VFIO_IOMMU_DIRTY_PAGES start, the device writes some pages, GET_BITMAP, unmap with the bitmap, stop"
+        case .hwptDirty: return "iommufd: HW dirty capability, HWPT_ALLOC(DIRTY_TRACKING), the device writes some pages, GET_DIRTY_BITMAP"
         }
     }
 
@@ -96,17 +106,45 @@ public enum EventStep: Equatable, Sendable {
     case childObserve(String, Pattern)
     case endChild
     case unmap
+    /// The dirty-tracking capability the kernel reports (type1's migration cap, iommufd's HW info).
+    case dirtyInfo(String)
+    /// UNMAP_DMA with GET_DIRTY_BITMAP before tracking started: must fail (its errno is observed).
+    case untrackedUnmap(String)
+    /// The device writes `p` into the pages EventPlan.dirtySubset names, and only those.
+    case deviceWriteSome(Pattern)
+    /// The dirty bitmap of the whole mapping, classified against the pages written.
+    case dirtyBitmap(String)
+    /// UNMAP_DMA with GET_DIRTY_BITMAP while tracking: the bitmap and the bytes unmapped.
+    case dirtyUnmap(String)
+    /// Tracking off (VFIO_IOMMU_DIRTY_PAGES STOP, or the HWPT's SET_DIRTY_TRACKING off).
+    case dirtyStop
+
+    /// Observed before the event on purpose: what the kernel offers, and a call that must fail
+    /// while nothing is tracked.
+    public var observesBeforeEvent: Bool {
+        switch self {
+        case .dirtyInfo, .untrackedUnmap: return true
+        default: return false
+        }
+    }
 
     public var observation: String? {
         switch self {
         case .apply: return "event"
         case .cpuObserve(let n, _), .deviceObserve(let n, _), .childObserve(let n, _): return n
+        case .dirtyInfo(let n), .untrackedUnmap(let n), .dirtyBitmap(let n), .dirtyUnmap(let n): return n
         default: return nil
         }
     }
 }
 
 public enum EventPlan {
+    /// The pages a dirty-tracking case has the device write: every third one and the last, so
+    /// both set and clear bits fall in every u64 word and the range's end is covered.
+    public static func dirtySubset(pages: Int) -> [Int] {
+        (0..<pages).filter { $0 % 3 == 0 || $0 == pages - 1 }
+    }
+
     /// The steps of an event case, in order. `unmap` always runs (the executor guarantees it
     /// even when a step before it fails).
     public static func steps(for e: CaseEvent) -> [EventStep] {
@@ -132,6 +170,16 @@ public enum EventPlan {
         case .cpuWriteAfterReadPin:
             // Untouched memory (the zero page) mapped READ-only: nothing to write before.
             return [.map, .apply, .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap]
+        case .dirtyPages:
+            // The flag without tracking comes first: should a kernel accept it, it unmapped the
+            // range, and the rest observes that. `apply` is START (its errno: `event`).
+            return [.cpuWrite(.pre), .map, .baseline(.pre), .dirtyInfo("migration_cap"), .untrackedUnmap("untracked_unmap"),
+                    .apply, .deviceWriteSome(.device), .dirtyBitmap("dirty_bitmap"), .dirtyUnmap("unmap_bitmap"), .dirtyStop, .unmap]
+        case .hwptDirty:
+            // `apply` allocates the dirty-tracking HWPT (its errno: `event`), moves the device onto
+            // it and turns tracking on; the bitmap step reads it only when that worked.
+            return [.cpuWrite(.pre), .map, .baseline(.pre), .dirtyInfo("hw_dirty_cap"), .apply,
+                    .deviceWriteSome(.device), .dirtyBitmap("dirty_bitmap"), .dirtyStop, .unmap]
         default:
             return before + both + [.unmap]
         }
@@ -177,6 +225,51 @@ public protocol EventWorld: AnyObject {
     func endChild() -> String?
     /// Unmaps the IOVA range; nil when it reported the mapped size.
     func unmap() -> String?
+
+    // Dirty tracking (dirty-pages, hwpt-dirty).
+    /// The device writes `p` into the listed pages only.
+    func deviceWrite(_ p: Pattern, pages: [Int]) throws
+    /// The tracking capability as a token: `absent`, `pgsize=N,max_bitmap=M`, `present`, or an errno.
+    func dirtyInfo(_ e: CaseEvent) -> String
+    /// The mapping's dirty bitmap (nil: there is nothing to ask, e.g. no dirty-tracking HWPT).
+    func dirtyBitmap() -> Result<DirtyBitmap, Errno>?
+    /// UNMAP_DMA with VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP over the mapping.
+    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno>
+    /// Tracking off; nil when that worked (or there was nothing to stop).
+    func dirtyStop() -> String?
+    /// Bytes the case mapped (what an unmap must report).
+    var mappedSize: UInt64 { get }
+    /// The mapping's 4 KiB pages (one bitmap bit each, one device page each).
+    var pageCount: Int { get }
+}
+
+extension EventWorld {
+    func deviceWrite(_ p: Pattern, pages: [Int]) throws { throw EventStepError("this world writes whole mappings only") }
+    func dirtyInfo(_ e: CaseEvent) -> String { "absent" }
+    func dirtyBitmap() -> Result<DirtyBitmap, Errno>? { nil }
+    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> { .failure(.notSupported) }
+    func dirtyStop() -> String? { nil }
+}
+
+/// The tokens of dirty-tracking observations besides an errno name (`not-run`: nothing to ask).
+public enum DirtyToken {
+    public static let bitmap = ["all", "written", "none", "other", "not-run"]
+    public static let capability = ["absent", "present"]
+
+    /// Whether `v` is a value observation `name` can take (events.yaml is checked with it).
+    public static func valid(_ name: String, _ v: String) -> Bool {
+        let errno = v != "ok" && Expectations.validOutcome(v)
+        switch name {
+        case "event", "untracked_unmap": return Expectations.validOutcome(v)
+        case "dirty_bitmap", "unmap_bitmap": return bitmap.contains(v) || errno
+        case "hw_dirty_cap": return capability.contains(v) || errno
+        case "migration_cap":
+            if v == "absent" { return true }
+            let f = v.split(separator: ",").map { $0.split(separator: "=", maxSplits: 1) }
+            return f.count == 2 && f[0].first == "pgsize" && f[1].first == "max_bitmap" && f.allSatisfy { $0.count == 2 && UInt64($0[1]) != nil }
+        default: return Sight.tokens.contains(v)
+        }
+    }
 }
 
 public struct EventResult: Equatable, Sendable {
@@ -194,6 +287,17 @@ public enum EventExecutor {
         var r = EventResult()
         var pre: Pattern?, device: Pattern?, own: Pattern?, childOwn: Pattern?, fill: Pattern?
         var mapped = false, forked = false, failed = false
+        var written: Set<Int> = []
+        /// What a bitmap must hold at least: every page the device wrote (a clear bit there loses
+        /// the page in a migration). Type1 may set more (all, for a device outside pin scope).
+        func bitmapChecks(_ name: String, _ bm: DirtyBitmap) -> String {
+            let missing = written.filter { !bm.isSet($0) }.sorted()
+            r.checks.append(Check("\(name)-covers-written", missing.isEmpty && !bm.overrun && bm.strayBits == 0,
+                                  missing.isEmpty && !bm.overrun && bm.strayBits == 0
+                                  ? "\(bm.setPages.count) of \(bm.pages) bits set, all \(written.count) written pages among them"
+                                  : "written pages without their bit: \(missing.prefix(8).map(String.init).joined(separator: ","))\(missing.count > 8 ? "…" : "") (\(missing.count) of \(written.count)); bits past the range: \(bm.strayBits); wrote past the bitmap: \(bm.overrun)"))
+            return bm.classify(written: written)
+        }
         func sight(_ perPage: (Pattern?) throws -> [Bool]?, _ cands: [(String, Pattern?)]) throws -> String {
             var tokens: [String?] = []
             for (name, p) in cands {
@@ -258,6 +362,38 @@ public enum EventExecutor {
                 case .unmap:
                     mapped = false
                     if let why = w.unmap() { r.checks.append(Check("unmap", false, why)) }
+                case .dirtyInfo(let name):
+                    r.observations[name] = w.dirtyInfo(e)
+                case .untrackedUnmap(let name):
+                    switch w.unmapGettingDirty() {
+                    case .success: r.observations[name] = "ok"; mapped = false; failed = true
+                    case .failure(let err): r.observations[name] = err.symbol
+                    }
+                case .deviceWriteSome(let p):
+                    let list = EventPlan.dirtySubset(pages: w.pageCount)
+                    try w.deviceWrite(p, pages: list)
+                    written = Set(list)
+                    if let hits = try w.deviceReads(p) {
+                        let wrong = hits.indices.filter { hits[$0] != written.contains($0) }
+                        r.checks.append(Check("device-wrote", wrong.isEmpty, wrong.isEmpty ? "the device wrote exactly the \(list.count) pages asked (of \(hits.count))"
+                                              : "\(wrong.count) pages do not match the device's partial write"))
+                    }
+                case .dirtyBitmap(let name):
+                    switch w.dirtyBitmap() {
+                    case nil: r.observations[name] = "not-run"
+                    case .failure(let err)?: r.observations[name] = err.symbol
+                    case .success(let bm)?: r.observations[name] = bitmapChecks(name, bm)
+                    }
+                case .dirtyUnmap(let name):
+                    switch w.unmapGettingDirty() {
+                    case .failure(let err): r.observations[name] = err.symbol
+                    case .success(let u):
+                        mapped = false
+                        r.observations[name] = bitmapChecks(name, u.bitmap)
+                        r.checks.append(Check("unmap", u.unmapped == w.mappedSize, "UNMAP_DMA with the bitmap reported \(u.unmapped) of \(w.mappedSize) bytes"))
+                    }
+                case .dirtyStop:
+                    if let why = w.dirtyStop() { r.checks.append(Check("dirty-stop", false, why)) }
                 }
             } catch {
                 r.checks.append(Check("step", false, "\(step): \(error)"))

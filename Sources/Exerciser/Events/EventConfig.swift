@@ -135,8 +135,12 @@ public struct EventConfig: Sendable, Equatable {
             var observe: [String: String] = [:]
             for n in names.sorted() {
                 guard let v = try e.string(n) else { throw ConfigError("\(loc): \(events.map(\.rawValue).joined(separator: ", ")) need \"\(n)\"") }
-                if n == "event" {
-                    guard Expectations.validOutcome(v) else { throw ConfigError("\(loc): event \"\(v)\" is neither ok nor an errno name") }
+                if n == "event" || n == "untracked_unmap" {
+                    guard Expectations.validOutcome(v) else { throw ConfigError("\(loc): \(n) \"\(v)\" is neither ok nor an errno name") }
+                } else if n == "dirty_bitmap" || n == "unmap_bitmap" || n == "hw_dirty_cap" || n == "migration_cap" {
+                    guard DirtyToken.valid(n, v) else {
+                        throw ConfigError("\(loc): \(n) \"\(v)\" must be \(n == "migration_cap" ? "absent or pgsize=N,max_bitmap=M" : (n == "hw_dirty_cap" ? DirtyToken.capability : DirtyToken.bitmap).joined(separator: ", ")) or an errno name")
+                    }
                 } else if !Sight.tokens.contains(v) {
                     throw ConfigError("\(loc): \(n) \"\(v)\" must be one of \(Sight.tokens.joined(separator: ", "))")
                 }
@@ -204,6 +208,8 @@ public struct EventConfig: Sendable, Equatable {
             if c.name == "kernel-log", let sig = row.kernelLog, c.detail.contains(sig) { continue }
             if c.name == row.knownCheck { checkSeen = true; continue }
             problems.append("\(c.name): \(c.detail)")
+            // A dirty bitmap that misses a page the device wrote loses it in a migration.
+            if c.name.hasSuffix("-covers-written") { broken.append(problems.last!) }
         }
         if !checkSeen, let name = row.knownCheck { problems.append("the \(name) check passed") }
         if row.map != "ok", let o = r.observations, !o.isEmpty {

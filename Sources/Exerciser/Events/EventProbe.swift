@@ -1,4 +1,5 @@
 import Foundation
+import VFIO
 
 /// The NVMe engine seen as patterns: the device writes a pattern through a mapping (Read), or
 /// says page by page whether the mapping holds one (Compare). The CPU side compares memory with
@@ -63,6 +64,22 @@ struct NVMeEventProbe {
         let s = try engine.controller.run(list.map(\.IO))
         if let k = s.firstIndex(where: { !$0.isSuccess }) {
             throw EventStepError("NVMe Read of LBA \(list[k].IO.lba) into pages \(list[k].pages) failed: \(s[k])")
+        }
+    }
+
+    /// The device writes `p` into the listed pages only (one command per run of pages).
+    func deviceWrite(_ p: Pattern, pages list: [Int]) throws {
+        guard engine.unit == PageSize.base else { throw EventStepError("the NVMe's \(engine.unit)-byte blocks are larger than a 4 KiB bitmap page") }
+        var runs: [Range<Int>] = []
+        for i in list.sorted() {
+            if let last = runs.last, last.upperBound == i { runs[runs.count - 1] = last.lowerBound..<(i + 1) } else { runs.append(i..<(i + 1)) }
+        }
+        for run in runs {
+            let cmds = commands(.read, lba(p), pages: run)
+            let s = try engine.controller.run(cmds.map(\.IO))
+            if let k = s.firstIndex(where: { !$0.isSuccess }) {
+                throw EventStepError("NVMe Read of LBA \(cmds[k].IO.lba) into pages \(cmds[k].pages) failed: \(s[k])")
+            }
         }
     }
 

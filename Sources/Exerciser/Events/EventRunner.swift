@@ -21,6 +21,13 @@ final class RealEventWorld: EventWorld {
     var unmappedBytes: UInt64?
     var mapNanos: UInt64?
     var child: (pid: Int32, toChild: Int32, fromChild: Int32)?
+    /// dirty-pages: START worked, so STOP is due.
+    var tracking = false
+    #if IOMMUFD_UAPI
+    /// hwpt-dirty: the dirty-tracking HWPT the NVMe was moved onto, and the NVMe's device.
+    var hwpt: HWPT?
+    var hwptDevice: Device?
+    #endif
 
     init(session: Session, planned: PlannedCase, region: Region, iova: UInt64, engine: NVMeEngine) throws {
         self.session = session
@@ -44,6 +51,9 @@ final class RealEventWorld: EventWorld {
     }
 
     func deviceWrite(_ p: Pattern) throws { try probe.deviceWrite(p) }
+    func deviceWrite(_ p: Pattern, pages: [Int]) throws { try probe.deviceWrite(p, pages: pages) }
+    var mappedSize: UInt64 { size }
+    var pageCount: Int { probe.pages }
     func deviceReads(_ p: Pattern?) throws -> [Bool]? { try probe.deviceReads(p) }
     func cpuReads(_ p: Pattern?) -> [Bool] { probe.cpuReads(p, at: addr) }
 
@@ -138,7 +148,121 @@ final class RealEventWorld: EventWorld {
             guard mprotect(addr + half, half, PROT_READ | PROT_WRITE) == 0 else { return ("mprotect(READ|WRITE) " + Self.errnoName(), nil) }
             properties["thp_after_pmd_split"] = PageInfo.thpState(UInt64(UInt(bitPattern: addr)), pages: len / PageSize.base)
             return (madvise(addr, len, 25 /* MADV_COLLAPSE */) == 0 ? "ok" : Self.errnoName(), nil)
+        case .dirtyPages:
+            guard let vfio = session.container else { return ("no VFIO container", nil) }
+            switch vfio.dirtyPages(.start) {
+            case .success: tracking = true; return ("ok", nil)
+            case .failure(let e): return (e.symbol, nil)
+            }
+        case .hwptDirty:
+            return (hwptStart(), nil)
         }
+    }
+
+    // MARK: dirty tracking
+
+    static let bitmapPage = UInt64(PageSize.base)
+
+    func dirtyInfo(_ e: CaseEvent) -> String {
+        if e == .hwptDirty { return hwCapability() }
+        guard let vfio = session.container else { return "absent" }
+        switch vfio.info() {
+        case .failure(let err): return err.symbol
+        case .success(let i):
+            guard let m = i.migration else { return "absent" }
+            properties["migration_cap_flags"] = String(m.flags)
+            return "pgsize=\(m.pgsizeBitmap),max_bitmap=\(m.maxDirtyBitmapSize)"
+        }
+    }
+
+    func dirtyBitmap() -> Result<DirtyBitmap, Errno>? {
+        if planned.event == .hwptDirty {
+            #if IOMMUFD_UAPI
+            return hwpt?.dirtyBitmap(iova: iova, length: size, pgsize: Self.bitmapPage)
+            #else
+            return nil
+            #endif
+        }
+        guard let vfio = session.container else { return nil }
+        return vfio.dirtyBitmap(iova: iova, size: size, pgsize: Self.bitmapPage)
+    }
+
+    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> {
+        guard let vfio = session.container else { return .failure(.notSupported) }
+        let r = vfio.unmapGettingDirty(iova: iova, size: size, pgsize: Self.bitmapPage)
+        if case .success(let u) = r { unmappedBytes = u.unmapped }
+        return r
+    }
+
+    func dirtyStop() -> String? {
+        if planned.event == .hwptDirty { return hwptStop() }
+        guard tracking, let vfio = session.container else { return nil }
+        tracking = false
+        if case .failure(let e) = vfio.dirtyPages(.stop) { return "VFIO_IOMMU_DIRTY_PAGES STOP: \(e.symbol)" }
+        return nil
+    }
+
+    #if IOMMUFD_UAPI
+    /// The NVMe's iommufd device id and its open device, on the iommufd backend.
+    func nvmeOnIOMMUFD() -> (backend: IOMMUFDBackend, devID: UInt32, device: Device)? {
+        guard let b = session.backend as? IOMMUFDBackend, let a = session.nvmeAddress, let id = b.devIDs[a],
+              let dev = ([session.device].compactMap { $0 } + session.extraDevices).first(where: { $0.name == a }) else { return nil }
+        return (b, id, dev)
+    }
+    #endif
+
+    func hwCapability() -> String {
+        #if IOMMUFD_UAPI
+        guard let n = nvmeOnIOMMUFD() else { return "absent" }
+        switch n.backend.iommufd.hwCapabilities(devID: n.devID) {
+        case .failure(let e): return e.symbol
+        case .success(let caps):
+            properties["hw_capabilities"] = String(format: "0x%llx", caps)
+            return caps & HWPT.dirtyTrackingCap != 0 ? "present" : "absent"
+        }
+        #else
+        return "absent"
+        #endif
+    }
+
+    /// IOMMU_HWPT_ALLOC(DIRTY_TRACKING) for the NVMe over the case's IOAS; where the driver
+    /// gives one, the NVMe moves onto it (the IOAS's mappings come along) with tracking on.
+    func hwptStart() -> String {
+        #if IOMMUFD_UAPI
+        guard let n = nvmeOnIOMMUFD() else { return "no NVMe bound to the iommufd" }
+        switch n.backend.iommufd.allocHWPT(devID: n.devID, ioas: n.backend.ioas, flags: HWPT.dirtyTrackingFlag) {
+        case .failure(let e): return e.symbol
+        case .success(let h):
+            hwpt = h
+            properties["hwpt"] = String(h.id)
+            do { try n.device.attach(pt: h.id) } catch { return "attach to the HWPT: \(error.errno.symbol)" }
+            hwptDevice = n.device
+            if case .failure(let e) = h.setDirtyTracking(true) { return "SET_DIRTY_TRACKING: \(e.symbol)" }
+            // Read and clear whatever the domain logged before the device's write.
+            if case .failure(let e) = h.dirtyBitmap(iova: iova, length: size, pgsize: Self.bitmapPage) { return "GET_DIRTY_BITMAP (clear): \(e.symbol)" }
+            return "ok"
+        }
+        #else
+        return "built without iommufd"
+        #endif
+    }
+
+    /// Tracking off, the NVMe back on the IOAS, the HWPT destroyed.
+    func hwptStop() -> String? {
+        #if IOMMUFD_UAPI
+        guard let h = hwpt else { return nil }
+        var problems: [String] = []
+        if case .failure(let e) = h.setDirtyTracking(false) { problems.append("SET_DIRTY_TRACKING off: \(e.symbol)") }
+        if let d = hwptDevice, let n = nvmeOnIOMMUFD() {
+            do { try d.attach(pt: n.backend.ioas.id) } catch { problems.append("back to the IOAS: \(error.errno.symbol)") }
+        }
+        hwptDevice = nil
+        h.destroy()
+        hwpt = nil
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
+        #else
+        return nil
+        #endif
     }
 
     /// MADV_NOHUGEPAGE, then split_huge_pages over the range; both are tried, the first
@@ -299,6 +423,8 @@ final class RealEventWorld: EventWorld {
     }
 
     func release() -> Bool {
+        // A step that failed half-way may leave tracking on or the NVMe on the HWPT.
+        _ = dirtyStop()
         let ok = region.release()
         for m in owned { m.unmap() }
         for f in fds { f.close() }
@@ -309,6 +435,8 @@ final class RealEventWorld: EventWorld {
 extension Runner {
     /// A kind × event case: the kind's memory, one event after the map, both directions after it.
     func runEvent(_ event: CaseEvent) -> CaseRecord {
+        // The mdev is its own device: it reaches memory only through vfio_pin_pages/vfio_dma_rw.
+        if event == .dirtyPages, session.kind == .mdevPin, let pins = session.pins { return runMdevDirty(pins) }
         var rec = Self.record(planned, iova: 0, outcome: .ok)
         guard let engine = session.nvme else {
             rec.outcome = .skip("event cases need the NVMe data-check engine (every page, both directions): \(session.dmaUnavailable)")
@@ -406,4 +534,16 @@ final class PinObserver: EventWorld {
     func childReads(_ p: Pattern?) throws -> [Bool] { try w.childReads(p) }
     func endChild() -> String? { w.endChild() }
     func unmap() -> String? { onEnd(); return w.unmap() }
+    func deviceWrite(_ p: Pattern, pages: [Int]) throws { try w.deviceWrite(p, pages: pages) }
+    func dirtyInfo(_ e: CaseEvent) -> String { w.dirtyInfo(e) }
+    func dirtyBitmap() -> Result<DirtyBitmap, Errno>? { w.dirtyBitmap() }
+    /// A successful one is the case's unmap: the end-of-case PFNs are read then.
+    func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> {
+        let r = w.unmapGettingDirty()
+        if case .success = r { onEnd() }
+        return r
+    }
+    func dirtyStop() -> String? { w.dirtyStop() }
+    var mappedSize: UInt64 { w.mappedSize }
+    var pageCount: Int { w.pageCount }
 }

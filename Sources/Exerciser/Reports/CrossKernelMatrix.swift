@@ -72,6 +72,12 @@ public struct CrossKernelMatrix: Sendable {
     /// own result when it was not ok.
     static func eventText(_ o: [String: String], outcome: Outcome) -> String {
         guard outcome == .ok else { return outcome.description }
+        // Dirty tracking: what the bitmap said (and the unmap's bitmap), after the start's result.
+        if let d = o["dirty_bitmap"] {
+            var s = "dirty:\(d)" + (o["unmap_bitmap"].map { " unmap:\($0)" } ?? "")
+            if let e = o["event"], e != "ok" { s = "\(e) " + s }
+            return s
+        }
         var s = "\(o["device_write"] ?? "·")/\(o["cpu_write"] ?? "·")"
         // After a fork: what the child saw of the device's write / what the device read of the child's.
         let child = [o["child_sees"], o["child_write"]].compactMap { $0 }
