@@ -9,7 +9,7 @@ import VFIO
 /// the `bug` knobs model kernels that break a promise.
 final class FakeEventKernel: EventWorld {
     enum Memory { case privateAnon, shared, untouched }
-    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage }
+    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage, ksmMergesPinnedPage, ksmMergesNothing }
 
     let pages: Int
     let memory: Memory
@@ -24,6 +24,8 @@ final class FakeEventKernel: EventWorld {
     var iommu: [Int]? = nil
     var log: [String] = []
     var failOn: String?
+    /// What ksm-merge left, per region ("twin", "pinned"), page by page.
+    var ksm: [String: [String]] = [:]
 
     init(pages: Int = 4, memory: Memory, bug: Bug = .none) {
         self.pages = pages
@@ -90,6 +92,18 @@ final class FakeEventKernel: EventWorld {
         case .vaddrOtherMemfd:
             cpu = (0..<pages).map { newPage(Pattern(Pattern.fill.offset + $0)) }
             return ("ok", .fill)
+        case .ksmMerge:
+            // ksm_madvise ignores shared vmas; the twins of a private kind merge with each other.
+            let merges = memory != .shared && bug != .ksmMergesNothing
+            ksm["twin"] = Array(repeating: merges ? "merged" : "unmerged", count: pages)
+            ksm["pinned"] = Array(repeating: "kept", count: pages)
+            if merges && bug == .ksmMergesPinnedPage {
+                // write_protect_page without its refcount check: the process now maps the KSM
+                // page (a copy), the device keeps the pinned one.
+                cpu = cpu.map { $0.map { newPage(content($0)) } }
+                ksm["pinned"] = Array(repeating: "merged", count: pages)
+            }
+            return ("ok", nil)
         default:
             return ("ok", nil)
         }
@@ -118,4 +132,5 @@ final class FakeEventKernel: EventWorld {
     }
     func endChild() -> String? { log.append("endChild"); child = nil; return nil }
     func unmap() -> String? { log.append("unmap"); iommu = nil; return nil }
+    func pageStates(_ region: String) -> [String] { log.append("pageStates"); return ksm[region] ?? [] }
 }

@@ -20,6 +20,9 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
     /// VFIO_DMA_UNMAP_FLAG_VADDR, munmap, the same / another memfd mapped elsewhere, MAP_FLAG_VADDR.
     case vaddrSameMemfd = "vaddr-same-memfd"
     case vaddrOtherMemfd = "vaddr-other-memfd"
+    /// MADV_MERGEABLE on the pinned memory and on an unpinned twin of the same kind and content,
+    /// ksmd scanning fast: the twin merges, the pinned pages must not (Events/KSMMerge.swift).
+    case ksmMerge = "ksm-merge"
 
     public var summary: String {
         switch self {
@@ -35,6 +38,7 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
         case .cpuWriteAfterReadPin: return "READ-only DMA map of untouched private memory, then a CPU write"
         case .vaddrSameMemfd: return "VFIO VADDR invalidate, the same memfd mapped at a new address, VADDR update"
         case .vaddrOtherMemfd: return "VFIO VADDR invalidate, a different memfd mapped at a new address, VADDR update"
+        case .ksmMerge: return "KSM over the pinned memory and an identical unpinned twin (the twin merges, the pinned pages must not)"
         }
     }
 
@@ -83,12 +87,14 @@ public enum EventStep: Equatable, Sendable {
     case childWrite(Pattern)
     case childObserve(String, Pattern)
     case endChild
+    /// What became of a region's pages after the event, page by page (ksm-merge: "twin", "pinned").
+    case pagesObserve(String)
     case unmap
 
     public var observation: String? {
         switch self {
         case .apply: return "event"
-        case .cpuObserve(let n, _), .deviceObserve(let n, _), .childObserve(let n, _): return n
+        case .cpuObserve(let n, _), .deviceObserve(let n, _), .childObserve(let n, _), .pagesObserve(let n): return n
         default: return nil
         }
     }
@@ -117,6 +123,9 @@ public enum EventPlan {
             // `undo` makes it writable again before its own write.
             return before + [.deviceWrite(.device), .deviceHolds(.device), .cpuObserve("device_write", .device),
                              .undo, .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap]
+        case .ksmMerge:
+            // What KSM did is read right after its scans, before any write breaks a merge.
+            return before + [.pagesObserve("twin"), .pagesObserve("pinned")] + both + [.unmap]
         case .cpuWriteAfterReadPin:
             // Untouched memory (the zero page) mapped READ-only: nothing to write before.
             return [.map, .apply, .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap]
@@ -132,6 +141,14 @@ public enum EventPlan {
 /// `other`. Pages that disagree make `mixed(...)`, which no expectation names.
 public enum Sight {
     public static let tokens = ["seen", "stale", "zero", "fill", "own", "device-own", "other"]
+    /// Page states (`pagesObserve`): the unpinned twin's pages share one KSM page (`merged`) or
+    /// not (`unmerged`), or no twin could be built (`none`: device-dax has one set of pages);
+    /// the pinned pages are where the pin found them (`kept`), now a KSM page (`merged`) or
+    /// elsewhere (`moved`).
+    public static let pageTokens = ["twin": ["merged", "unmerged", "none"], "pinned": ["kept", "merged", "moved"]]
+
+    /// The tokens observation `name` may take.
+    public static func tokens(for name: String) -> [String] { pageTokens[name] ?? tokens }
 
     public static func summarize(_ perPage: [String]) -> String {
         guard let first = perPage.first else { return "other" }
@@ -165,6 +182,8 @@ public protocol EventWorld: AnyObject {
     func endChild() -> String?
     /// Unmaps the IOVA range; nil when it reported the mapped size.
     func unmap() -> String?
+    /// Per page, the state of `region` ("twin", "pinned") the event left (Sight.pageTokens).
+    func pageStates(_ region: String) -> [String]
 }
 
 public struct EventResult: Equatable, Sendable {
@@ -240,6 +259,8 @@ public enum EventExecutor {
                     childOwn = p
                 case .childObserve(let name, let p):
                     r.observations[name] = try sight({ try w.childReads($0) }, cands(p, [("own", childOwn), ("stale", pre)]))
+                case .pagesObserve(let name):
+                    r.observations[name] = Sight.summarize(w.pageStates(name))
                 case .endChild:
                     forked = false
                     if let why = w.endChild() { r.checks.append(Check("child", false, why)) }

@@ -56,8 +56,9 @@ public struct EventConfig: Sendable, Equatable {
         self.rows = rows
     }
 
-    /// The observations a promise is about: the pinning process and the device.
-    static let promised = ["device_write", "cpu_write"]
+    /// The observations a promise is about, and what they must be: the pinning process and the
+    /// device agree, and the pinned pages stay where the pin found them.
+    static let promised = ["device_write": "seen", "cpu_write": "seen", "pinned": "kept"]
 
     public static func load(_ path: String) throws(ConfigError) -> EventConfig {
         try parse(loadYAML(path), file: path)
@@ -135,15 +136,15 @@ public struct EventConfig: Sendable, Equatable {
                 guard let v = try e.string(n) else { throw ConfigError("\(loc): \(events.map(\.rawValue).joined(separator: ", ")) need \"\(n)\"") }
                 if n == "event" {
                     guard Expectations.validOutcome(v) else { throw ConfigError("\(loc): event \"\(v)\" is neither ok nor an errno name") }
-                } else if !Sight.tokens.contains(v) {
-                    throw ConfigError("\(loc): \(n) \"\(v)\" must be one of \(Sight.tokens.joined(separator: ", "))")
+                } else if !Sight.tokens(for: n).contains(v) {
+                    throw ConfigError("\(loc): \(n) \"\(v)\" must be one of \(Sight.tokens(for: n).joined(separator: ", "))")
                 }
                 observe[n] = v
             }
             let bug = try e.string("known_bug")
             // A known-bug row describes what the buggy kernel shows instead of the promise.
-            if semantics == .promise, bug == nil, let n = promised.first(where: { observe[$0] != nil && observe[$0] != "seen" }) {
-                throw ConfigError("\(loc): a promise means the process and the device agree: \(n) must be seen, not \(observe[n]!)")
+            if semantics == .promise, bug == nil, let (n, want) = promised.sorted(by: { $0.key < $1.key }).first(where: { observe[$0.key] != nil && observe[$0.key] != $0.value }) {
+                throw ConfigError("\(loc): a promise means the process and the device agree: \(n) must be \(want), not \(observe[n]!)")
             }
             if bug != nil && semantics != .promise { throw ConfigError("\(loc): a known bug breaks a promise: semantics must be promise") }
             let boot = try parseBoot(e.strings("boot"), loc)
@@ -192,7 +193,7 @@ public struct EventConfig: Sendable, Equatable {
             let got = r.observations?[name] ?? "nothing"
             guard got != want else { continue }
             mismatched.append("\(name): got \(got), expected \(want)")
-            if row.semantics == .promise && Self.promised.contains(name) && want == "seen" { broken.append(mismatched.last!) }
+            if row.semantics == .promise && Self.promised[name] == want { broken.append(mismatched.last!) }
         }
         for c in r.checks where !c.passed {
             if c.name == "kernel-log", let sig = row.kernelLog, c.detail.contains(sig) { continue }

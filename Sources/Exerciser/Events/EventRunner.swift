@@ -21,6 +21,11 @@ final class RealEventWorld: EventWorld {
     var unmappedBytes: UInt64?
     var mapNanos: UInt64?
     var child: (pid: Int32, toChild: Int32, fromChild: Int32)?
+    /// ksm-merge: builds another unpinned region of the case's kind; the page states it left;
+    /// checks of its own clean-up.
+    var makeTwin: (() throws -> Region)?
+    var ksmStates: [String: [String]] = [:]
+    var checks: [Check] = []
 
     init(session: Session, planned: PlannedCase, region: Region, iova: UInt64, engine: NVMeEngine) throws {
         self.session = session
@@ -127,8 +132,12 @@ final class RealEventWorld: EventWorld {
             return ("ok", nil)
         case .vaddrSameMemfd, .vaddrOtherMemfd:
             return vaddrUpdate(sameObject: e == .vaddrSameMemfd)
+        case .ksmMerge:
+            return (ksmMerge(), nil)
         }
     }
+
+    func pageStates(_ region: String) -> [String] { ksmStates[region] ?? [] }
 
     /// VFIO_DMA_UNMAP_FLAG_VADDR, munmap, a memfd mapped at a new address, MAP_FLAG_VADDR.
     func vaddrUpdate(sameObject: Bool) -> (result: String, fill: Pattern?) {
@@ -291,6 +300,10 @@ extension Runner {
             rec.outcome = .skip("event cases need the NVMe data-check engine (every page, both directions): \(session.dmaUnavailable)")
             return rec
         }
+        if event == .ksmMerge && !KSM.available {
+            rec.outcome = .skip("no \(KSM.dir): the kernel is built without CONFIG_KSM")
+            return rec
+        }
         // Locked memory before anything is built: mlock and the events themselves change it too.
         let acctStart = Accounting.read()
         guard let (region, iova) = buildRegion(instance: nil, &rec) else { return rec }
@@ -300,6 +313,7 @@ extension Runner {
             rec.cleanupOK = region.release()
             return rec
         }
+        if event == .ksmMerge { world.makeTwin = { try self.buildTwin() } }
         let zones = PageInfo.zones()
         let pages = Int(region.size) / PageSize.base
         let before = PageInfo.pfns(region.vaddr, pages: pages)
@@ -335,7 +349,7 @@ extension Runner {
         rec.outcome = result.mapOutcome
         rec.mapNanos = world.mapNanos
         rec.observations = result.observations
-        rec.checks += result.checks
+        rec.checks += result.checks + world.checks
         rec.unmappedBytes = world.unmappedBytes
         rec.properties.merge(world.properties) { $1 }
         rec.dataEngine = "nvme"
@@ -371,5 +385,6 @@ final class PinObserver: EventWorld {
     func childWrite(_ p: Pattern) throws { try w.childWrite(p) }
     func childReads(_ p: Pattern?) throws -> [Bool] { try w.childReads(p) }
     func endChild() -> String? { w.endChild() }
+    func pageStates(_ region: String) -> [String] { w.pageStates(region) }
     func unmap() -> String? { onEnd(); return w.unmap() }
 }
