@@ -10,7 +10,7 @@ import SystemPackage
 /// the `bug` knobs model kernels that break a promise.
 final class FakeEventKernel: EventWorld {
     enum Memory { case privateAnon, shared, untouched }
-    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage, collapseOrSplitReplacesPinnedPage }
+    enum Bug { case none, forkSharesPinnedPage, readPinTakesZeroPage, collapseOrSplitReplacesPinnedPage, ksmMergesPinnedPage, ksmMergesNothing }
 
     let pages: Int
     let memory: Memory
@@ -27,6 +27,8 @@ final class FakeEventKernel: EventWorld {
     var failOn: String?
     /// What madvise / the split answers (MADV_COLLAPSE gives an errno where it cannot collapse).
     var eventResult = "ok"
+    /// What ksm-merge left, per region ("twin", "pinned"), page by page.
+    var ksm: [String: [String]] = [:]
 
     init(pages: Int = 4, memory: Memory, bug: Bug = .none) {
         self.pages = pages
@@ -100,6 +102,18 @@ final class FakeEventKernel: EventWorld {
         case .vaddrOtherMemfd:
             cpu = (0..<pages).map { newPage(Pattern(Pattern.fill.offset + $0)) }
             return ("ok", .fill)
+        case .ksmMerge:
+            // ksm_madvise ignores shared vmas; the twins of a private kind merge with each other.
+            let merges = memory != .shared && bug != .ksmMergesNothing
+            ksm["twin"] = Array(repeating: merges ? "merged" : "unmerged", count: pages)
+            ksm["pinned"] = Array(repeating: "kept", count: pages)
+            if merges && bug == .ksmMergesPinnedPage {
+                // write_protect_page without its refcount check: the process now maps the KSM
+                // page (a copy), the device keeps the pinned one.
+                cpu = cpu.map { $0.map { newPage(content($0)) } }
+                ksm["pinned"] = Array(repeating: "merged", count: pages)
+            }
+            return ("ok", nil)
         default:
             return ("ok", nil)
         }
@@ -230,6 +244,7 @@ final class FakeEventKernel: EventWorld {
     }
 
     func dirtyStop() -> String? { log.append("dirtyStop"); tracking = false; return nil }
+    func pageStates(_ region: String) -> [String] { log.append("pageStates"); return ksm[region] ?? [] }
 }
 
 /// type1's bitmap rules (vfio_iommu_type1.c): DIRTY_BITMAP_BYTES(n) = ALIGN(n, 64) / 8 bytes;

@@ -72,6 +72,17 @@ final class SkipsTests: XCTestCase {
                        "the row is >=6.2: a 6.1 skip needs its own row")
     }
 
+    func testEventsNarrowARow() {
+        var row = Self.row(nil, reason: "built without CONFIG_KSM")
+        row.events = [.ksmMerge]
+        var r = Self.rec(.type1v2, .anonPrivate, .skip("no /sys/kernel/mm/ksm: the kernel is built without CONFIG_KSM"))
+        XCTAssertFalse(row.applies(r, KernelVersion(7, 3, 4), release: Self.test73), "a plain case is no event row's")
+        r.event = CaseEvent.compact.rawValue
+        XCTAssertFalse(row.applies(r, KernelVersion(7, 3, 4), release: Self.test73))
+        r.event = CaseEvent.ksmMerge.rawValue
+        XCTAssertTrue(row.applies(r, KernelVersion(7, 3, 4), release: Self.test73))
+    }
+
     func testPhaseNarrowsARow() {
         let row = Self.row([.iommufd], kinds: [.iovaOutOfRange], reason: "no IOVA gap")
         var r = Self.rec(.iommufd, .iovaOutOfRange, .errno("EINVAL"))
@@ -167,16 +178,18 @@ final class SkipsTests: XCTestCase {
         let m = try Matrix.load(Self.configs + "/matrix.yaml")
         let e = try Expectations.load(Self.configs + "/expectations.yaml")
         let s = try ExpectedSkips.load(Self.configs + "/skips.yaml")
+        let ev = try EventConfig.load(Self.configs + "/events.yaml")
         let plan = Planner.plan(m, backends: nil, kinds: nil, bars: ["BAR0"])
         XCTAssertGreaterThan(plan.count, 200, "the real matrix plans \(plan.count) cases")
         // Each boot of matrix.yaml too: its kinds, judged with its parameters.
-        let boots = [(BootParams.none, plan)] + m.boots.map { b in
-            (BootParams(cmdline: b.append.joined(separator: " ")), Planner.plan(m, backends: nil, kinds: b.kinds, bars: ["BAR0"]))
+        let boots = [(BootParams.none, plan, ev.plan(backends: nil, kinds: nil, events: nil, matrix: m))] + m.boots.map { b in
+            (BootParams(cmdline: b.append.joined(separator: " ")), Planner.plan(m, backends: nil, kinds: b.kinds, bars: ["BAR0"]),
+             ev.plan(backends: nil, kinds: b.kinds, events: nil, matrix: m))
         }
         var problems: [String] = []
         var used = Set<String>()
         for release in Self.ciKernels {
-            for (boot, plan) in boots {
+            for (boot, plan, events) in boots {
                 let v = try XCTUnwrap(KernelVersion(release: release))
                 var judged = 0
                 for c in plan {
@@ -192,6 +205,16 @@ final class SkipsTests: XCTestCase {
                     }
                 }
                 XCTAssertGreaterThan(judged, 0, "\(release): every case is expected to skip")
+                // The kind × event cases: one row of events.yaml each, unless expected to skip.
+                for c in events {
+                    let r = Runner.record(c, iova: 0, outcome: .ok)
+                    let skips = s.rows.filter { $0.applies(r, v, release: release) }
+                    used.formUnion(skips.map(\.line))
+                    let rows = ev.matching(r, kernel: v, boot: boot).map(\.line)
+                    if skips.isEmpty && rows.count != 1 || rows.count > 1 {
+                        problems.append("\(release) \(boot) \(c.id): \(rows.isEmpty ? "no event row" : "event rows \(rows.joined(separator: ", ")) all match")")
+                    }
+                }
             }
         }
         XCTAssertEqual(problems, [])

@@ -34,12 +34,9 @@ struct Runner {
             rec.outcome = .skip("no backing for \(planned.kind.rawValue)")
             return nil
         }
-        let o = session.options
-        var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
-        ctx.peer = session.peer
         let region: Region
         do {
-            region = try backing.build(size: planned.size, instance: instance, context: ctx)
+            region = try backing.build(size: planned.size, instance: instance, context: regionContext())
         } catch {
             rec.outcome = .skip("\(error)")
             return nil
@@ -53,6 +50,19 @@ struct Runner {
         }
         rec.iova = iova
         return (region, iova)
+    }
+
+    /// Another region of the case's kind, unpinned and not in the record (ksm-merge's twin).
+    func buildTwin() throws -> Region {
+        guard let backing = Backings.backing(for: planned.kind) else { throw RegionUnavailable("no backing for \(planned.kind.rawValue)") }
+        return try backing.build(size: planned.size, instance: nil, context: regionContext())
+    }
+
+    func regionContext() -> RegionContext {
+        let o = session.options
+        var ctx = RegionContext(bars: session.bars, fsDir: o.fsDir, tmpfsDir: o.tmpfsDir, fsdaxDir: o.fsdaxDir, devdax: o.devdax)
+        ctx.peer = session.peer
+        return ctx
     }
 
     func runRegion() -> CaseRecord {

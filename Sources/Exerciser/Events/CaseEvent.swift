@@ -37,6 +37,9 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
     /// iommufd: IOMMU_GET_HW_INFO's dirty capability, IOMMU_HWPT_ALLOC with DIRTY_TRACKING, and
     /// where that works SET_DIRTY_TRACKING, the device writes some pages, GET_DIRTY_BITMAP.
     case hwptDirty = "hwpt-dirty"
+    /// MADV_MERGEABLE on the pinned memory and on an unpinned twin of the same kind and content,
+    /// ksmd scanning fast: the twin merges, the pinned pages must not (Events/KSMMerge.swift).
+    case ksmMerge = "ksm-merge"
 
     public var summary: String {
         switch self {
@@ -57,6 +60,7 @@ public enum CaseEvent: String, CaseIterable, Sendable, Codable {
         case .madvCollapsePteMapped: return "mprotect half the range RO and back (splits the PMD), then MADV_COLLAPSE"
         case .dirtyPages: return "VFIO_IOMMU_DIRTY_PAGES start, the device writes some pages, GET_BITMAP, unmap with the bitmap, stop"
         case .hwptDirty: return "iommufd: HW dirty capability, HWPT_ALLOC(DIRTY_TRACKING), the device writes some pages, GET_DIRTY_BITMAP"
+        case .ksmMerge: return "KSM over the pinned memory and an identical unpinned twin (the twin merges, the pinned pages must not)"
         }
     }
 
@@ -105,6 +109,8 @@ public enum EventStep: Equatable, Sendable {
     case childWrite(Pattern)
     case childObserve(String, Pattern)
     case endChild
+    /// What became of a region's pages after the event, page by page (ksm-merge: "twin", "pinned").
+    case pagesObserve(String)
     case unmap
     /// The dirty-tracking capability the kernel reports (type1's migration cap, iommufd's HW info).
     case dirtyInfo(String)
@@ -131,7 +137,7 @@ public enum EventStep: Equatable, Sendable {
     public var observation: String? {
         switch self {
         case .apply: return "event"
-        case .cpuObserve(let n, _), .deviceObserve(let n, _), .childObserve(let n, _): return n
+        case .cpuObserve(let n, _), .deviceObserve(let n, _), .childObserve(let n, _), .pagesObserve(let n): return n
         case .dirtyInfo(let n), .untrackedUnmap(let n), .dirtyBitmap(let n), .dirtyUnmap(let n): return n
         default: return nil
         }
@@ -167,6 +173,9 @@ public enum EventPlan {
             // `undo` makes it writable again before its own write.
             return before + [.deviceWrite(.device), .deviceHolds(.device), .cpuObserve("device_write", .device),
                              .undo, .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap]
+        case .ksmMerge:
+            // What KSM did is read right after its scans, before any write breaks a merge.
+            return before + [.pagesObserve("twin"), .pagesObserve("pinned")] + both + [.unmap]
         case .cpuWriteAfterReadPin:
             // Untouched memory (the zero page) mapped READ-only: nothing to write before.
             return [.map, .apply, .cpuWrite(.cpu), .deviceObserve("cpu_write", .cpu), .unmap]
@@ -192,6 +201,14 @@ public enum EventPlan {
 /// `other`. Pages that disagree make `mixed(...)`, which no expectation names.
 public enum Sight {
     public static let tokens = ["seen", "stale", "zero", "fill", "own", "device-own", "other"]
+    /// Page states (`pagesObserve`): the unpinned twin's pages share one KSM page (`merged`) or
+    /// not (`unmerged`), or no twin could be built (`none`: device-dax has one set of pages);
+    /// the pinned pages are where the pin found them (`kept`), now a KSM page (`merged`) or
+    /// elsewhere (`moved`).
+    public static let pageTokens = ["twin": ["merged", "unmerged", "none"], "pinned": ["kept", "merged", "moved"]]
+
+    /// The tokens observation `name` may take.
+    public static func tokens(for name: String) -> [String] { pageTokens[name] ?? tokens }
 
     public static func summarize(_ perPage: [String]) -> String {
         guard let first = perPage.first else { return "other" }
@@ -225,6 +242,8 @@ public protocol EventWorld: AnyObject {
     func endChild() -> String?
     /// Unmaps the IOVA range; nil when it reported the mapped size.
     func unmap() -> String?
+    /// Per page, the state of `region` ("twin", "pinned") the event left (Sight.pageTokens).
+    func pageStates(_ region: String) -> [String]
 
     // Dirty tracking (dirty-pages, hwpt-dirty).
     /// The device writes `p` into the listed pages only.
@@ -249,6 +268,8 @@ extension EventWorld {
     func dirtyBitmap() -> Result<DirtyBitmap, Errno>? { nil }
     func unmapGettingDirty() -> Result<(unmapped: UInt64, bitmap: DirtyBitmap), Errno> { .failure(.notSupported) }
     func dirtyStop() -> String? { nil }
+    /// Worlds that run no ksm-merge have no page states to give.
+    func pageStates(_ region: String) -> [String] { [] }
 }
 
 /// The tokens of dirty-tracking observations besides an errno name (`not-run`: nothing to ask).
@@ -356,6 +377,8 @@ public enum EventExecutor {
                     childOwn = p
                 case .childObserve(let name, let p):
                     r.observations[name] = try sight({ try w.childReads($0) }, cands(p, [("own", childOwn), ("stale", pre)]))
+                case .pagesObserve(let name):
+                    r.observations[name] = Sight.summarize(w.pageStates(name))
                 case .endChild:
                     forked = false
                     if let why = w.endChild() { r.checks.append(Check("child", false, why)) }

@@ -58,8 +58,9 @@ public struct EventConfig: Sendable, Equatable {
         self.rows = rows
     }
 
-    /// The observations a promise is about: the pinning process and the device.
-    static let promised = ["device_write", "cpu_write"]
+    /// The observations a promise is about, and what they must be: the pinning process and the
+    /// device agree, and the pinned pages stay where the pin found them.
+    static let promised = ["device_write": "seen", "cpu_write": "seen", "pinned": "kept"]
 
     public static func load(_ path: String) throws(ConfigError) -> EventConfig {
         try parse(loadYAML(path), file: path)
@@ -141,15 +142,15 @@ public struct EventConfig: Sendable, Equatable {
                     guard DirtyToken.valid(n, v) else {
                         throw ConfigError("\(loc): \(n) \"\(v)\" must be \(n == "migration_cap" ? "absent or pgsize=N,max_bitmap=M" : (n == "hw_dirty_cap" ? DirtyToken.capability : DirtyToken.bitmap).joined(separator: ", ")) or an errno name")
                     }
-                } else if !Sight.tokens.contains(v) {
-                    throw ConfigError("\(loc): \(n) \"\(v)\" must be one of \(Sight.tokens.joined(separator: ", "))")
+                } else if !Sight.tokens(for: n).contains(v) {
+                    throw ConfigError("\(loc): \(n) \"\(v)\" must be one of \(Sight.tokens(for: n).joined(separator: ", "))")
                 }
                 observe[n] = v
             }
             let bug = try e.string("known_bug")
             // A known-bug row describes what the buggy kernel shows instead of the promise.
-            if semantics == .promise, bug == nil, let n = promised.first(where: { observe[$0] != nil && observe[$0] != "seen" }) {
-                throw ConfigError("\(loc): a promise means the process and the device agree: \(n) must be seen, not \(observe[n]!)")
+            if semantics == .promise, bug == nil, let (n, want) = promised.sorted(by: { $0.key < $1.key }).first(where: { observe[$0.key] != nil && observe[$0.key] != $0.value }) {
+                throw ConfigError("\(loc): a promise means the process and the device agree: \(n) must be \(want), not \(observe[n]!)")
             }
             if bug != nil && semantics != .promise { throw ConfigError("\(loc): a known bug breaks a promise: semantics must be promise") }
             let boot = try parseBoot(e.strings("boot"), loc)
@@ -185,10 +186,15 @@ public struct EventConfig: Sendable, Equatable {
     }
 
     /// The verdict for one event record. Pure, like Expectations.judge.
+    /// The rows that decide an event case: one, or the config is wrong.
+    public func matching(_ r: CaseRecord, kernel: KernelVersion, boot: BootParams = .none) -> [EventExpectation] {
+        preferringBoot(rows.filter { $0.matches(r, kernel) && boot.satisfies($0.boot) }, \.boot)
+    }
+
     public func judge(_ r: CaseRecord, kernel: KernelVersion, boot: BootParams = .none) -> Verdict {
         if case .skip(let why) = r.outcome { return Verdict(.skip, why) }
         if case .lost(let why) = r.outcome { return Verdict(.fail, "case did not finish: \(why)") }
-        let matching = preferringBoot(rows.filter { $0.matches(r, kernel) && boot.satisfies($0.boot) }, \.boot)
+        let matching = self.matching(r, kernel: kernel, boot: boot)
         guard let row = matching.first else { return Verdict(.fail, "no event expectation for \(r.backend)/\(r.kind)+\(r.event ?? "?") on \(kernel)") }
         if matching.count > 1 { return Verdict(.fail, "ambiguous event expectation: \(matching.map(\.line).joined(separator: ", ")) all match") }
         let why = "\(row.semantics.rawValue): \(row.decidedBy)"
@@ -201,7 +207,7 @@ public struct EventConfig: Sendable, Equatable {
             let got = r.observations?[name] ?? "nothing"
             guard got != want else { continue }
             mismatched.append("\(name): got \(got), expected \(want)")
-            if row.semantics == .promise && Self.promised.contains(name) && want == "seen" { broken.append(mismatched.last!) }
+            if row.semantics == .promise && Self.promised[name] == want { broken.append(mismatched.last!) }
         }
         var checkSeen = row.knownCheck == nil
         for c in r.checks where !c.passed {

@@ -28,6 +28,11 @@ final class RealEventWorld: EventWorld {
     var hwpt: HWPT?
     var hwptDevice: Device?
     #endif
+    /// ksm-merge: builds another unpinned region of the case's kind; the page states it left;
+    /// checks of its own clean-up.
+    var makeTwin: (() throws -> Region)?
+    var ksmStates: [String: [String]] = [:]
+    var checks: [Check] = []
 
     init(session: Session, planned: PlannedCase, region: Region, iova: UInt64, engine: NVMeEngine) throws {
         self.session = session
@@ -156,6 +161,8 @@ final class RealEventWorld: EventWorld {
             }
         case .hwptDirty:
             return (hwptStart(), nil)
+        case .ksmMerge:
+            return (ksmMerge(), nil)
         }
     }
 
@@ -276,6 +283,8 @@ final class RealEventWorld: EventWorld {
         properties["split_huge_pages"] = "\(cmd): \(split)"
         return (nohuge != "ok" ? nohuge : split, nil)
     }
+
+    func pageStates(_ region: String) -> [String] { ksmStates[region] ?? [] }
 
     /// VFIO_DMA_UNMAP_FLAG_VADDR, munmap, a memfd mapped at a new address, MAP_FLAG_VADDR.
     func vaddrUpdate(sameObject: Bool) -> (result: String, fill: Pattern?) {
@@ -452,6 +461,10 @@ extension Runner {
             debugfsMounted = d.mounted
         }
         defer { SplitHugePages.release(mounted: debugfsMounted) }
+        if event == .ksmMerge && !KSM.available {
+            rec.outcome = .skip("no \(KSM.dir): the kernel is built without CONFIG_KSM")
+            return rec
+        }
         // Locked memory before anything is built: mlock and the events themselves change it too.
         let acctStart = Accounting.read()
         guard let (region, iova) = buildRegion(instance: nil, &rec) else { return rec }
@@ -461,6 +474,7 @@ extension Runner {
             rec.cleanupOK = region.release()
             return rec
         }
+        if event == .ksmMerge { world.makeTwin = { try self.buildTwin() } }
         let zones = PageInfo.zones()
         let pages = Int(region.size) / PageSize.base
         let before = PageInfo.pfns(region.vaddr, pages: pages)
@@ -497,7 +511,7 @@ extension Runner {
         rec.outcome = result.mapOutcome
         rec.mapNanos = world.mapNanos
         rec.observations = result.observations
-        rec.checks += result.checks
+        rec.checks += result.checks + world.checks
         rec.unmappedBytes = world.unmappedBytes
         rec.properties.merge(world.properties) { $1 }
         rec.dataEngine = "nvme"
@@ -533,6 +547,7 @@ final class PinObserver: EventWorld {
     func childWrite(_ p: Pattern) throws { try w.childWrite(p) }
     func childReads(_ p: Pattern?) throws -> [Bool] { try w.childReads(p) }
     func endChild() -> String? { w.endChild() }
+    func pageStates(_ region: String) -> [String] { w.pageStates(region) }
     func unmap() -> String? { onEnd(); return w.unmap() }
     func deviceWrite(_ p: Pattern, pages: [Int]) throws { try w.deviceWrite(p, pages: pages) }
     func dirtyInfo(_ e: CaseEvent) -> String { w.dirtyInfo(e) }

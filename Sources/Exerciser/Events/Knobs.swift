@@ -5,24 +5,44 @@ import Foundation
 /// killed): nothing the tool touches outlives the case.
 enum CaseKnobs {
     static func paths(for c: PlannedCase) -> [String] {
-        c.kind == .dmaEntryLimit ? [DMAEntryLimit.param] : []
+        if c.kind == .dmaEntryLimit { return [DMAEntryLimit.param] }
+        if c.event == .ksmMerge { return KSM.knobs }
+        return []
     }
 
     static func snapshot(_ c: PlannedCase) -> [(path: String, value: String)] {
-        paths(for: c).compactMap { p in
-            (try? String(contentsOfFile: p, encoding: .utf8)).map { (p, $0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        snapshot(paths(for: c))
+    }
+
+    static func snapshot(_ paths: [String]) -> [(path: String, value: String)] {
+        paths.compactMap { p in read(p).map { (p, $0) } }
+    }
+
+    static func read(_ path: String) -> String? {
+        (try? String(contentsOfFile: path, encoding: .utf8)).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
+    /// As `echo value > path` does it (O_TRUNC: a no-op on sysfs, needed on a plain file).
+    static func write(_ path: String, _ value: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+        defer { if fd >= 0 { close(fd) } }
+        return fd >= 0 && value.withCString { Foundation.write(fd, $0, strlen($0)) } == value.utf8.count
+    }
+
+    /// A failing check for each knob the case left changed (and put back), in the snapshot's order.
+    static func restore(_ snap: [(path: String, value: String)]) -> [Check] {
+        putBack(snap).map { k in
+            Check("knob-left-changed", false, "\(k.path) was left at \(k.was ?? "?"); \(k.ok ? "restored" : "could NOT restore") \(k.value)")
         }
     }
 
-    /// A failing check for each knob the case left changed (and put back).
-    static func restore(_ snap: [(path: String, value: String)]) -> [Check] {
+    /// Writes back, in order, each knob that differs from the snapshot; what each was and whether
+    /// it now reads the saved value.
+    static func putBack(_ snap: [(path: String, value: String)]) -> [(path: String, value: String, was: String?, ok: Bool)] {
         snap.compactMap { k in
-            let now = (try? String(contentsOfFile: k.path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let now = read(k.path)
             guard now != k.value else { return nil }
-            let fd = open(k.path, O_WRONLY | O_CLOEXEC)
-            let ok = fd >= 0 && k.value.withCString { write(fd, $0, strlen($0)) } == k.value.utf8.count
-            if fd >= 0 { close(fd) }
-            return Check("knob-left-changed", false, "\(k.path) was left at \(now ?? "?"); \(ok ? "restored" : "could NOT restore") \(k.value)")
+            return (k.path, k.value, now, write(k.path, k.value) && read(k.path) == k.value)
         }
     }
 }

@@ -9,6 +9,8 @@ public struct ExpectedSkip: Sendable, Equatable {
     public var backends: [BackendKind]?
     public var exceptBackends: [BackendKind] = []
     public var phases: [Phase]? = nil
+    /// nil: whatever the event (and the plain cases); else only kind × event cases of these.
+    public var events: [CaseEvent]? = nil
     public var kernel: KernelRange
     /// A glob on `uname -r` ("*+deb*-amd64"): kernels of one version built differently.
     public var release: String?
@@ -25,6 +27,7 @@ public struct ExpectedSkip: Sendable, Equatable {
         if let b = backends, !b.map(\.rawValue).contains(r.backend) { return false }
         if exceptBackends.map(\.rawValue).contains(r.backend) { return false }
         if let p = phases, !p.contains(r.phase) { return false }
+        if let e = events, !e.map(\.rawValue).contains(r.event ?? "") { return false }
         if let g = release, fnmatch(g, rel, 0) != 0 { return false }
         return kernel.contains(v)
     }
@@ -63,6 +66,7 @@ public struct ExpectedSkips: Sendable, Equatable {
                     phases?.append(ph)
                 }
             }
+            let events = try e.strings("events").map { n throws(ConfigError) in try EventConfig.parseEvents(n, loc) }
             var kernel = KernelRange.any
             if let k = try e.string("kernel") {
                 do { kernel = try KernelRange(parsing: k) } catch { throw ConfigError("\(loc): \(error.message)") }
@@ -76,9 +80,9 @@ public struct ExpectedSkips: Sendable, Equatable {
                 throw ConfigError("\(loc): an expected skip needs \"decided_by\" (the kernel config or function that decides it)")
             }
             let boot = try parseBoot(e.strings("boot"), loc)
-            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "kernel", "release", "boot", "reason", "decided_by"])
-            rows.append(ExpectedSkip(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, kernel: kernel,
-                                     release: release, reason: reason, decidedBy: decided, boot: boot))
+            try e.finish(allowed: ["kind", "backends", "except_backends", "phases", "events", "kernel", "release", "boot", "reason", "decided_by"])
+            rows.append(ExpectedSkip(line: loc, kinds: kinds, backends: backends, exceptBackends: except, phases: phases, events: events,
+                                     kernel: kernel, release: release, reason: reason, decidedBy: decided, boot: boot))
         }
         try f.finish(allowed: ["schema", "skips"])
         return ExpectedSkips(rows: rows)

@@ -82,6 +82,8 @@ public struct CrossKernelMatrix: Sendable {
         // After a fork: what the child saw of the device's write / what the device read of the child's.
         let child = [o["child_sees"], o["child_write"]].compactMap { $0 }
         if !child.isEmpty { s += " child:" + child.joined(separator: "/") }
+        // After KSM: what became of the unpinned twin / of the pinned pages.
+        if let t = o["twin"], let p = o["pinned"] { s += " ksm:\(t)/\(p)" }
         if let e = o["event"], e != "ok" { s = "\(e) " + s }
         return s
     }
