@@ -508,21 +508,39 @@ extension Runner {
             rec.properties["pages_at_end"] = PageInfo.describe(a, pages: pages, zones: zones).text
             rec.properties["pfn_changed_since_pin"] = "\(PageInfo.moved(pinned, PageInfo.pfns(a, pages: pages))) of \(pages) pages"
         }))
+        rec.checks += world.checks
+        Self.finish(&rec, result, world: world, engine: "nvme", acctStart: acctStart)
+        return rec
+    }
+
+    /// What every event case's record takes from its world once the steps ran: the outcome, the
+    /// observations, the unmap, the world's clean-up and locked memory back at its baseline.
+    static func finish(_ rec: inout CaseRecord, _ result: EventResult, world: some CaseWorld, engine: String, acctStart: Accounting?) {
         rec.outcome = result.mapOutcome
         rec.mapNanos = world.mapNanos
         rec.observations = result.observations
-        rec.checks += result.checks + world.checks
+        rec.checks += result.checks
         rec.unmappedBytes = world.unmappedBytes
         rec.properties.merge(world.properties) { $1 }
-        rec.dataEngine = "nvme"
+        rec.dataEngine = engine
         rec.cleanupOK = world.release()
         if result.mapOutcome == .ok, let a = acctStart, let c = Accounting.read() {
             let left = Accounting.delta(a, c)
             rec.checks.append(Check("accounting-restored", left == 0, left == 0 ? "locked/pinned memory back to its baseline" : "\(left) bytes still charged after unmap"))
         }
-        return rec
     }
 }
+
+/// A world an event case ran in, as its record reads it at the end.
+protocol CaseWorld: AnyObject {
+    var mapNanos: UInt64? { get }
+    var unmappedBytes: UInt64? { get }
+    var properties: [String: String] { get }
+    func release() -> Bool
+}
+
+extension RealEventWorld: CaseWorld {}
+extension MdevDirtyWorld: CaseWorld {}
 
 /// Passes every call through, and runs hooks right after the map and after the event.
 final class PinObserver: EventWorld {

@@ -165,18 +165,7 @@ extension Runner {
         guard let (region, iova) = buildRegion(instance: nil, &rec) else { return rec }
         let world = MdevDirtyWorld(session: session, planned: planned, pins: pins, region: region, iova: iova)
         let result = EventExecutor.run(.dirtyPages, world: world)
-        rec.outcome = result.mapOutcome
-        rec.mapNanos = world.mapNanos
-        rec.observations = result.observations
-        rec.checks += result.checks
-        rec.unmappedBytes = world.unmappedBytes
-        rec.properties.merge(world.properties) { $1 }
-        rec.dataEngine = "mdev vfio_dma_rw"
-        rec.cleanupOK = world.release()
-        if result.mapOutcome == .ok, let a = acctStart, let c = Accounting.read() {
-            let left = Accounting.delta(a, c)
-            rec.checks.append(Check("accounting-restored", left == 0, left == 0 ? "locked/pinned memory back to its baseline" : "\(left) bytes still charged after unmap"))
-        }
+        Self.finish(&rec, result, world: world, engine: "mdev vfio_dma_rw", acctStart: acctStart)
         return rec
     }
 }
