@@ -48,6 +48,17 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(i, again, "seeded: the same data give the same interval")
     }
 
+    func testMedianIntervalIgnoresAFewOutliers() throws {
+        // Nine rounds near 1 µs and one at 1000 µs (a host deschedule): the mean's interval reaches
+        // past 100, the median's stays by 1.
+        let xs: [Double] = [0.8, 0.9, 1.0, 1.0, 1.1, 1.2, 0.9, 1.0, 1.1, 1000]
+        let mean = try XCTUnwrap(Bootstrap.mean(xs)), med = try XCTUnwrap(Bootstrap.median(xs))
+        XCTAssertGreaterThan(mean.high, 100)
+        XCTAssertEqual(med.estimate, 1.0)
+        XCTAssertTrue(med.low >= 0.9 && med.high <= 1.2, "\(med)")
+        XCTAssertNil(Bootstrap.median([1]))
+    }
+
     func testRatioIntervalIsTheGeometricMeanOfPairedRatios() throws {
         // Ratios 0.5 and 2 per round: geometric mean 1, and the interval spans both.
         let i = try XCTUnwrap(Bootstrap.ratio([50, 400], [100, 200]))
@@ -199,8 +210,10 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(flags, ["anon-private": .same, "memfd": .slower, "thp": .same])
         let anon = try XCTUnwrap(c.rows.first { $0.kind == "anon-private" })
         XCTAssertEqual(try XCTUnwrap(anon.mapFloor), 0.02, accuracy: 1e-9, "the larger of the two runs' own spreads (2 % and 105/103)")
-        XCTAssertEqual(try XCTUnwrap(anon.mapLimit), exp(2.49 * log(1.02)) - 1, accuracy: 1e-9)
-        XCTAssertTrue(c.thresholdSource.hasPrefix("its own noise: beyond 2.49 × the larger of the two runs' largest repeat-to-repeat change of that row (4 repeats each"),
+        XCTAssertEqual(try XCTUnwrap(anon.mapLimit), BenchComparison.minimumLimit, "1.02^2.49 − 1 = 5 % is below the least limit")
+        let thp = try XCTUnwrap(c.rows.first { $0.kind == "thp" })
+        XCTAssertEqual(try XCTUnwrap(thp.mapLimit), exp(2.49 * log(1.4)) - 1, accuracy: 1e-9, "a noisy row: its own bound")
+        XCTAssertTrue(c.thresholdSource.hasPrefix("its own noise: beyond (1 + floor)^2.49 − 1, floor = the larger of the two runs' largest change between two passes of that row and call (4 passes each"),
                       c.thresholdSource)
         XCTAssertTrue(BenchText.comparison(c).contains("SLOWER"))
         // The same 2× slower memfd row against an unchanged run of it: flagged only in the slowed one.

@@ -414,6 +414,9 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
     public var userOverhead: Interval?
     public var systemOverhead: Interval?
     public var cpuOverhead: Interval?
+    /// The same user figure as the median of the per-round differences: robust to the few
+    /// rounds that carry an outlier.
+    public var userOverheadMedian: Interval?
     /// The empty bracket, ns, over every block: what its reads leave inside it (subtracted from
     /// each call) and what it costs the thread in all; min–max over blocks.
     public var emptyInside: ClosedRange<Double>?
@@ -445,16 +448,17 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
         widestAt = w.1
         // Per (backend, size, round): Swift − C µs per call.
         let ok = samples.filter { $0.status == .ok && $0.calls > 0 }
-        func pooled(_ f: (RoundSample) -> Double?) -> Interval? {
+        func pooled(_ f: (RoundSample) -> Double?, median: Bool = false) -> Interval? {
             var d: [Double] = []
             for s in ok where s.side == .swift {
                 guard let c = ok.first(where: { $0.side == .c && $0.backend == s.backend && $0.size == s.size && $0.round == s.round }),
                       let a = f(s), let b = f(c) else { continue }
                 d.append(a / Double(s.calls) - b / Double(c.calls))
             }
-            return Bootstrap.mean(d, seed: seed)
+            return median ? Bootstrap.median(d, seed: seed) : Bootstrap.mean(d, seed: seed)
         }
         userOverhead = pooled { $0.toolMicros }
+        userOverheadMedian = pooled({ $0.toolMicros }, median: true)
         systemOverhead = pooled { $0.kernelMicros }
         cpuOverhead = pooled { $0.cpuMicros }
         let br = ok.compactMap(\.brackets)
@@ -728,6 +732,11 @@ public struct BenchComparison: Codable, Equatable, Sendable {
     /// Used when neither run measured its noise and no --threshold is given.
     public static let fallbackThreshold = 0.2
 
+    /// The least any row's limit is: what passes within one run cannot see. Two unchanged
+    /// debian:6.1 runs under TCG, host load average 7–9, moved rows whose passes agreed within
+    /// 2–5 % by up to 10.6 %, all the same way: the host's speed, which a run's passes share.
+    public static let minimumLimit = 0.15
+
     /// Each row against its own noise. A row's value is the geometric mean of its passes'
     /// medians; its floor, per call, is the larger of the two runs' largest change between two of
     /// its passes; the change must exceed margin(n) × floor (in logs, n the fewer passes of the two
@@ -756,9 +765,9 @@ public struct BenchComparison: Codable, Equatable, Sendable {
             let own = [b, c].compactMap { $0?[keyPath: f] }
             let n = [b, c].compactMap { $0?.passes?.count }.filter { $0 >= 2 }.min()
             guard let floor = own.max(), let n, let m = NoiseFloor.margin(passes: n) else { return (nil, fallback(size)) }
-            note(String(format: "its own noise: beyond %g × the larger of the two runs' largest repeat-to-repeat change of that row (%d repeats each: an unchanged row crosses it with p ≈ %g)",
-                               m, n, NoiseFloor.falseFlagRate))
-            return (floor, max(exp(m * log1p(floor)) - 1, threshold ?? 0))
+            note(String(format: "its own noise: beyond (1 + floor)^%g − 1, floor = the larger of the two runs' largest change between two passes of that row and call (%d passes each: an unchanged row crosses it with p ≈ %g under Gaussian noise), and at least %g %% (the run-to-run shift of the host's speed, which passes within one run share)",
+                               m, n, NoiseFloor.falseFlagRate, minimumLimit * 100))
+            return (floor, max(exp(m * log1p(floor)) - 1, minimumLimit, threshold ?? 0))
         }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {

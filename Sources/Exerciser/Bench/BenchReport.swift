@@ -139,7 +139,8 @@ public enum BenchText {
             out += "\(sum.intervals) ratio intervals: \(sum.notDistinguishable) not distinguishable from 1; against ≤ \(String(format: "%.2f", OverheadSummary.target)): "
                 + "\(sum.within) within, \(sum.over) over, \(sum.undecided) straddle it (noise too large to judge); widest interval ×\(String(format: "%.2f", sum.widest)) (\(sum.widestAt))\n"
             if let u = sum.userOverhead {
-                out += "user time the tool adds per call (Swift − C, exact, all rounds): \(interval(u, "%+.2f")) µs\n"
+                out += "user time the tool adds per call (Swift − C, exact, all rounds): mean \(interval(u, "%+.2f")) µs"
+                    + (sum.userOverheadMedian.map { ", median \(interval($0, "%+.2f")) µs (robust to the rounds with an outlier)" } ?? "") + "\n"
             }
             if let u = sum.systemOverhead {
                 out += "system time, Swift − C per call (the same ioctl; should hold 0): \(interval(u, "%+.2f")) µs\n"

@@ -83,6 +83,22 @@ public enum Bootstrap {
         return Interval(estimate: xs.reduce(0, +) / Double(n), low: lo, high: hi, n: n)
     }
 
+    /// Median of `xs` with the percentile interval of the medians of `resamples` resamples: the
+    /// robust figure where a few rounds carry outliers (under TCG the host descheduling the vCPU
+    /// is charged to whatever the guest thread was doing). nil for fewer than 2 values.
+    public static func median(_ xs: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
+        guard xs.count >= 2, xs.allSatisfy(\.isFinite) else { return nil }
+        var rng = SeededRNG(seed: seed)
+        let n = xs.count
+        var meds = [Double](repeating: 0, count: resamples)
+        for b in 0..<resamples { meds[b] = BenchMath.median((0..<n).map { _ in xs[Int(rng.next() % UInt64(n))] })! }
+        meds.sort()
+        let tail = (1 - level) / 2
+        let lo = meds[max(0, Int((tail * Double(resamples)).rounded(.down)))]
+        let hi = meds[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
+        return Interval(estimate: BenchMath.median(xs)!, low: lo, high: hi, n: n)
+    }
+
     /// Paired ratio a_i / b_i per round: geometric mean and its interval (bootstrap of the logs).
     public static func ratio(_ a: [Double], _ b: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
         guard a.count == b.count, a.allSatisfy({ $0 > 0 }), b.allSatisfy({ $0 > 0 }) else { return nil }
