@@ -5,6 +5,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/map_bench}
 command -v gcc >/dev/null || { echo "build.sh: gcc not found (apt-get install gcc libc6-dev)" >&2; exit 2; }
-gcc -O2 -Wall -Wextra -static -o "$out.tmp" "$here/map_bench.c"
+gcc -O2 -Wall -Wextra -static -I "$here/../Sources/CVFIO/include" -o "$out.tmp" "$here/map_bench.c"
 mv "$out.tmp" "$out"
 echo "$out"

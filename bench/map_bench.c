@@ -7,8 +7,10 @@
  * region (so transparent huge pages cover it alike), then W warm-up and up to N timed
  * VFIO_IOMMU_MAP_DMA + VFIO_IOMMU_UNMAP_DMA pairs at one IOVA, each call timed alone with
  * CLOCK_MONOTONIC; the loop stops early once it has M samples and has run for B seconds.
- * Around the timed pairs: CLOCK_THREAD_CPUTIME_ID (exact CPU time) and getrusage(RUSAGE_THREAD)
- * (its user/system split, which the kernel samples by the tick).
+ * Each timed ioctl is bracketed by CLOCK_THREAD_CPUTIME_ID reads (Sources/CVFIO/include/cvfio_cpu.h,
+ * the same code the tool's own ioctls go through), after a calibration of empty brackets; around
+ * the timed pairs the thread's CPU time as a whole, and getrusage(RUSAGE_THREAD) as a cross-check
+ * (its user/system split is sampled by the tick).
  *
  *   map_bench --device BDF [--backend B]... --size BYTES[@OFFSET]...
  *             [--reps N] [--warmup W] [--min-reps M] [--budget B] [--iova ADDR]
@@ -34,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/vfio.h>
+#include "cvfio_cpu.h"
 
 #define MAX_SIZES 64
 #define MAX_REPS 100000
@@ -240,20 +243,28 @@ int main(int argc, char **argv) {
             int err_no = 0;
             uint64_t start = 0;
             double user0 = 0, sys0 = 0, cpu0 = 0, user1, sys1, cpu1;
+            struct cvfio_bracket br = {0, 0};
+            struct cvfio_bracket_cost cal = {0, 0, 0};
             thread_cpu(&user0, &sys0, &cpu0);
             for (i = 0; i < warmup + reps; i++) {
-                if (i == warmup) { start = now_ns(); thread_cpu(&user0, &sys0, &cpu0); }
+                if (i == warmup) {
+                    cal = cvfio_bracket_calibrate();
+                    start = now_ns();
+                    thread_cpu(&user0, &sys0, &cpu0);
+                }
+                /* Warm-up calls unbracketed, as the tool's (its bracket is set for the timed pairs only). */
+                int timed = i >= warmup;
                 struct vfio_iommu_type1_dma_map m = {
                     .argsz = sizeof m, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
                     .vaddr = (uintptr_t)p, .iova = iova, .size = size,
                 };
                 uint64_t t0 = now_ns();
-                int r = ioctl(container, VFIO_IOMMU_MAP_DMA, &m);
+                int r = timed ? cvfio_bracketed_ioctl(&br, container, VFIO_IOMMU_MAP_DMA, &m) : ioctl(container, VFIO_IOMMU_MAP_DMA, &m);
                 uint64_t t1 = now_ns();
                 if (r) { err = "VFIO_IOMMU_MAP_DMA"; err_no = errno; break; }
                 struct vfio_iommu_type1_dma_unmap um = { .argsz = sizeof um, .flags = 0, .iova = iova, .size = size };
                 uint64_t t2 = now_ns();
-                r = ioctl(container, VFIO_IOMMU_UNMAP_DMA, &um);
+                r = timed ? cvfio_bracketed_ioctl(&br, container, VFIO_IOMMU_UNMAP_DMA, &um) : ioctl(container, VFIO_IOMMU_UNMAP_DMA, &um);
                 uint64_t t3 = now_ns();
                 if (r) { err = "VFIO_IOMMU_UNMAP_DMA"; err_no = errno; break; }
                 if (um.size != size) { err = "VFIO_IOMMU_UNMAP_DMA reported a different size"; err_no = 0; break; }
@@ -275,6 +286,9 @@ int main(int argc, char **argv) {
             }
             printf("\"status\":\"ok\",\"vaddr_offset\":%llu,\"anon_huge_kb\":%ld,\"warmup\":%llu,\"user_us\":%.0f,\"sys_us\":%.0f,\"cpu_us\":%.3f,",
                    (unsigned long long)((uintptr_t)p % HUGE_2M), thp, (unsigned long long)warmup, user1 - user0, sys1 - sys0, cpu1 - cpu0);
+            printf("\"bracket_ns\":%llu,\"bracket_calls\":%llu,\"empty_inside_median_ns\":%llu,\"empty_whole_median_ns\":%llu,\"empty_n\":%llu,",
+                   (unsigned long long)br.inside_ns, (unsigned long long)br.calls, (unsigned long long)cal.inside_ns,
+                   (unsigned long long)cal.whole_ns, (unsigned long long)cal.n);
             print_samples("map_ns", map_ns, (int)got);
             printf(",");
             print_samples("unmap_ns", unmap_ns, (int)got);

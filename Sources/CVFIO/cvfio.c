@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "cvfio.h"
+#include "cvfio_cpu.h"
 #include <errno.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -8,7 +9,14 @@
 #include <sys/vfs.h>
 #include <linux/capability.h>
 
-int cvfio_ioctl(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+static __thread struct cvfio_bracket *cvfio_current_bracket;
+
+void cvfio_bracket_set(struct cvfio_bracket *b) { cvfio_current_bracket = b; }
+
+int cvfio_ioctl(int fd, unsigned long request, void *arg) {
+    struct cvfio_bracket *b = cvfio_current_bracket;
+    return b ? cvfio_bracketed_ioctl(b, fd, request, arg) : ioctl(fd, request, arg);
+}
 int cvfio_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 
 int cvfio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }

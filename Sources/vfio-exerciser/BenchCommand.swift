@@ -6,10 +6,13 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pinning throughput and per-call latency per region kind, size and backend; the tool's own cost; kernels compared.",
         discussion: """
-        Each region is built once per (kind, size) and mapped and unmapped at one IOVA: --warmup pairs first, then up to
-        --repetitions timed pairs (each ioctl timed alone, CLOCK_MONOTONIC); a point stops early once it has
-        --min-repetitions samples and --budget seconds have passed. Statistics are nearest-rank percentiles of the
-        samples; GiB/s is size / median call time; user/sys µs is the thread's CPU time per call (getrusage).
+        The sweep runs --passes times, each point once per pass, so every row's repeats lie a whole sweep apart. Per
+        pass each region is built once per (kind, size) and mapped and unmapped at one IOVA: --warmup pairs first,
+        then up to --repetitions timed pairs (each ioctl timed alone, CLOCK_MONOTONIC); a point stops early once it
+        has --min-repetitions samples and --budget seconds have passed. Statistics are nearest-rank percentiles of the
+        pooled samples; GiB/s is size / median call time. CPU per call is exact: the thread's CPU time
+        (CLOCK_THREAD_CPUTIME_ID), sys = CPU inside thread-clock reads around each ioctl less an empty bracket's
+        (calibrated in the run), user = the rest less the brackets' own cost.
         The comparison: --rounds rounds in which this tool and bench/map_bench.c (--c-helper) take turns per
         anon-private size, the order drawn per round from --seed; each block opens its container, builds its region the
         same way and times --round-pairs pairs. Swift/C ratios come with 95 % bootstrap intervals over the rounds; the
@@ -19,8 +22,11 @@ struct Bench: ParsableCommand {
         On a machine with the device bound to vfio-pci: `bench --device BDF [--output run.json]`.
         In the test VM, one boot per kernel, compared: `bench --vm --kernel debian:6.1 --kernel debian:7.3`
         (builds the C helper with gcc, also times the default matrix per kernel; writes under --out).
-        Against a saved run: `--baseline run.json`: a median is flagged only when it moved beyond the larger measured
-        noise floor of the two runs at its size. Exit 1 when a point failed, the guest had an incident, or a kind got
+        Against a saved run: `--baseline run.json`: a row is flagged only when its value (the geometric mean of its
+        passes' medians) moved beyond a margin times the larger of the two runs' largest pass-to-pass change of that
+        row; the margin (56 for 2 passes, 5.6 for 3, 2.5 for 4) makes an unchanged row cross it with p ≈ 1e-4, and
+        no limit is below 15 % (the host's speed shifts between runs, which passes within one run cannot see).
+        `--current saved.json` reports a saved run again, or with --baseline compares two saved runs. Exit 1 when a point failed, the guest had an incident, or a kind got
         slower than the baseline beyond the noise.
         """)
 
@@ -38,17 +44,20 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("size"), help: "Region size, e.g. 4K, 2M, 1G (repeatable; default 4K 64K 1M 2M 16M 128M 1G). hugetlb and thp use the multiples of their page size, bar the sizes up to the BAR's.")
     var sizes: [String] = []
 
-    @Option(help: "Timed map+unmap pairs per point.")
-    var repetitions = 20
+    @Option(help: "Passes over the whole sweep: each point's repeats, for its own noise floor (at least 2 for --baseline to judge it).")
+    var passes = 4
+
+    @Option(help: "Timed map+unmap pairs per point and pass.")
+    var repetitions = 8
 
     @Option(help: "Untimed pairs before them.")
     var warmup = 2
 
-    @Option(help: "Pairs a point always gets, even past --budget.")
-    var minRepetitions = 5
+    @Option(help: "Pairs a point always gets per pass, even past --budget.")
+    var minRepetitions = 3
 
-    @Option(help: "Seconds of sampling per point after which it stops (once it has --min-repetitions).")
-    var budget = 2.0
+    @Option(help: "Seconds of sampling per point and pass after which it stops (once it has --min-repetitions).")
+    var budget = 0.5
 
     @Option(help: .hidden)
     var iova: String?
@@ -93,6 +102,9 @@ struct Bench: ParsableCommand {
     @Option(help: "A saved run (--output of an earlier bench) to compare with.")
     var baseline: String?
 
+    @Option(help: "A saved run to report again (with --baseline: to compare with it), instead of measuring one.")
+    var current: String?
+
     @Option(help: "Percent a median must move, at least, before its kind is flagged (default: the measured noise floor alone).")
     var threshold: Double?
 
@@ -127,6 +139,7 @@ struct Bench: ParsableCommand {
         guard (1...1_000_000).contains(repetitions) else { throw ValidationError("--repetitions must be between 1 and 1000000") }
         guard (0...1_000_000).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 1000000") }
         guard (1...1_000_000).contains(minRepetitions) else { throw ValidationError("--min-repetitions must be between 1 and 1000000") }
+        guard (1...1000).contains(passes) else { throw ValidationError("--passes must be between 1 and 1000") }
         guard budget.isFinite, budget >= 0, budget <= 1_000_000 else { throw ValidationError("--budget must be between 0 and 1000000 seconds") }
         if let t = threshold { guard t.isFinite, t > 0, t <= 1_000_000 else { throw ValidationError("--threshold must be a positive percentage") } }
         guard (0...10_000).contains(rounds), rounds != 1 else { throw ValidationError("--rounds must be 0 (no comparison) or between 2 and 10000") }
@@ -166,6 +179,7 @@ struct Bench: ParsableCommand {
             }
         }
         o.repetitions = repetitions
+        o.passes = passes
         o.warmup = warmup
         o.minRepetitions = minRepetitions
         o.budgetSeconds = budget
@@ -195,7 +209,7 @@ struct Bench: ParsableCommand {
         for b in backends { a += ["--backend", b.rawValue] }
         for k in kinds { a += ["--kind", k.rawValue] }
         for s in sizes { a += ["--size", s] }
-        a += ["--repetitions", String(repetitions), "--warmup", String(warmup), "--min-repetitions", String(minRepetitions),
+        a += ["--passes", String(passes), "--repetitions", String(repetitions), "--warmup", String(warmup), "--min-repetitions", String(minRepetitions),
               "--budget", String(budget), "--rounds", String(rounds), "--round-pairs", String(roundPairs), "--seed", String(seed),
               "--guest-below-4g", guestBelow4G]
         for s in compareSizes { a += ["--compare-size", s] }
@@ -207,6 +221,17 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let base = try baseline.map { try BenchRun.load($0) }
+        if let path = current {
+            var cur = try BenchRun.load(path)
+            cur.recompute()  // today's arithmetic on the stored samples
+            guard let b = base else {
+                print(BenchText.report(cur), terminator: "")
+                throw ExitCode(Self.clean(cur) ? 0 : 1)
+            }
+            let c = BenchComparison.compare(baseline: b, current: cur, threshold: threshold.map { $0 / 100 })
+            print(BenchText.comparison(c), terminator: "")
+            throw ExitCode(c.slowerKinds.isEmpty ? 0 : 1)
+        }
         if vm { throw ExitCode(try runVM(baseline: base)) }
         guard let device else { throw UsageError("bench needs --device BDF (or --vm)") }
         let runner = try BenchRunner(options: try options(device: device), stream: stream)

@@ -48,6 +48,17 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(i, again, "seeded: the same data give the same interval")
     }
 
+    func testMedianIntervalIgnoresAFewOutliers() throws {
+        // Nine rounds near 1 µs and one at 1000 µs (a host deschedule): the mean's interval reaches
+        // past 100, the median's stays by 1.
+        let xs: [Double] = [0.8, 0.9, 1.0, 1.0, 1.1, 1.2, 0.9, 1.0, 1.1, 1000]
+        let mean = try XCTUnwrap(Bootstrap.mean(xs)), med = try XCTUnwrap(Bootstrap.median(xs))
+        XCTAssertGreaterThan(mean.high, 100)
+        XCTAssertEqual(med.estimate, 1.0)
+        XCTAssertTrue(med.low >= 0.9 && med.high <= 1.2, "\(med)")
+        XCTAssertNil(Bootstrap.median([1]))
+    }
+
     func testRatioIntervalIsTheGeometricMeanOfPairedRatios() throws {
         // Ratios 0.5 and 2 per round: geometric mean 1, and the interval spans both.
         let i = try XCTUnwrap(Bootstrap.ratio([50, 400], [100, 200]))
@@ -98,7 +109,7 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(wide.limit(at: 4096), 1, accuracy: 1e-9, "the baseline limit is the largest change, the outlier's ×2")
     }
 
-    func testBaselineFlagsOnlyBeyondTheLargerMeasuredFloor() {
+    func testRunsWithoutPassesFallBackToTheBlocksFloorPerSize() {
         var base = BenchTests.run([BenchTests.point(map: [100], unmap: [100]), BenchTests.point("memfd", map: [100], unmap: [100]),
                                    BenchTests.point("thp", map: [100], unmap: [100])])
         base.rounds = Self.swiftBlocks(size: 4096, medians: [100, 110, 105])  // largest change 10 % at 4K
@@ -111,10 +122,142 @@ final class BenchStatsTests: XCTestCase {
         let c = BenchComparison.compare(baseline: base, current: cur)
         for r in c.rows { XCTAssertEqual(r.threshold, 0.1, accuracy: 1e-9, "per row: the larger of the two floors") }
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: c.kinds.map { ($0.kind, $0.flag) }), ["anon-private": .same, "memfd": .slower, "thp": .faster])
-        XCTAssertTrue(c.thresholdSource.hasPrefix("the measured noise floor"), c.thresholdSource)
-        XCTAssertTrue(BenchText.comparison(c).contains("flagged only beyond the measured noise floor"))
+        XCTAssertTrue(c.thresholdSource.hasPrefix("rows without repeats: the comparison blocks'"), c.thresholdSource)
+        XCTAssertTrue(BenchText.comparison(c).contains("flagged only when it moved beyond rows without repeats"))
         let raised = BenchComparison.compare(baseline: base, current: cur, threshold: 0.2)
         XCTAssertTrue(raised.slowerKinds.isEmpty, "--threshold raises the bar above the measured floor")
+    }
+
+    // MARK: - Passes: every row's own noise
+
+    /// One row measured in passes: each pass's samples are `median` repeated (so its median is that).
+    static func row(_ kind: String = "anon-private", size: UInt64 = 4096, map: [UInt64], unmap: [UInt64]? = nil) -> [BenchPoint] {
+        zip(map, unmap ?? map).enumerated().map { i, mu in
+            var p = BenchTests.point(kind, size: size, map: [mu.0, mu.0, mu.0], unmap: [mu.1, mu.1, mu.1])
+            p.pass = i
+            return p
+        }
+    }
+
+    static func passRun(_ rows: [[BenchPoint]], label: String = "debian:6.1") -> BenchRun {
+        // Interleaved as the runner emits them: pass 0 of every row, then pass 1 …
+        let flat = rows.flatMap { $0 }.sorted { ($0.pass ?? 0) < ($1.pass ?? 0) }
+        return BenchTests.run(BenchPoint.mergePasses(flat), label: label)
+    }
+
+    func testPassesMergeIntoOneRowWithItsOwnSpread() throws {
+        let rows = [Self.row(map: [100, 110, 105, 100], unmap: [50, 50, 60, 55]), Self.row("memfd", map: [200, 200])]
+        let merged = BenchPoint.mergePasses(rows.flatMap { $0 }.sorted { ($0.pass ?? 0) < ($1.pass ?? 0) })
+        XCTAssertEqual(merged.map(\.kind), ["anon-private", "memfd"], "rows in the order they first appear")
+        let a = merged[0]
+        XCTAssertNil(a.pass)
+        XCTAssertEqual(a.passes?.map(\.mapP50), [100, 110, 105, 100])
+        XCTAssertEqual(a.map?.count, 12, "samples pooled")
+        XCTAssertEqual(try XCTUnwrap(a.mapFloor), 0.1, accuracy: 1e-9, "largest pass-to-pass change: 110 / 100")
+        XCTAssertEqual(try XCTUnwrap(a.unmapFloor), 0.2, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(a.mapCenter), pow(100.0 * 110 * 105 * 100, 0.25), accuracy: 1e-9, "geometric mean of the pass medians")
+        XCTAssertEqual(merged[1].mapFloor, 0)
+        // An error in any pass makes the row an error; skipped passes are left out.
+        var bad = Self.row(map: [100, 100, 100])
+        bad[1].status = .error
+        bad[1].reason = "VFIO_IOMMU_MAP_DMA: ENOMEM"
+        XCTAssertEqual(BenchPoint.merged(bad)?.status, .error)
+        XCTAssertEqual(BenchPoint.merged(bad)?.reason, "pass 2 of 3: VFIO_IOMMU_MAP_DMA: ENOMEM")
+        var skipped = Self.row(map: [100, 120, 100])
+        skipped[2].status = .skip
+        skipped[2].reason = "no hugepages"
+        let sk = try XCTUnwrap(BenchPoint.merged(skipped))
+        XCTAssertEqual(sk.status, .ok)
+        XCTAssertEqual(sk.passes?.count, 2)
+        XCTAssertEqual(sk.reason, "1 of 3 passes skipped: no hugepages")
+        XCTAssertNil(NoiseFloor.largest([100]), "one pass: no spread")
+    }
+
+    func testMarginHoldsTheFalseFlagRateForGaussianNoise() {
+        // Draw unchanged rows (n passes per run, log-normal noise) and count those the rule flags:
+        // the margin is set for 1e-4 per call; 100 000 rows of 4 passes give ~10.
+        var rng = SeededRNG(seed: 3)
+        func gauss() -> Double {
+            let u1 = Double(rng.next() >> 11 | 1) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
+            return sqrt(-2 * log(u1)) * cos(2 * .pi * u2)
+        }
+        let n = 4, trials = 100_000
+        let m = NoiseFloor.margin(passes: n)!
+        var flagged = 0, flaggedHalf = 0
+        for _ in 0..<trials {
+            let a = (0..<n).map { _ in gauss() }, b = (0..<n).map { _ in gauss() }
+            let d = abs(a.reduce(0, +) / Double(n) - b.reduce(0, +) / Double(n))
+            let floor = max(a.max()! - a.min()!, b.max()! - b.min()!)
+            if d > m * floor { flagged += 1 }
+            if d > m / 2 * floor { flaggedHalf += 1 }
+        }
+        XCTAssertTrue((1...30).contains(flagged), "\(flagged) of \(trials) unchanged rows flagged")
+        XCTAssertGreaterThan(flaggedHalf, 60, "half the margin flags far more: the margin is not slack")
+        XCTAssertNil(NoiseFloor.margin(passes: 1))
+        XCTAssertGreaterThan(NoiseFloor.margin(passes: 2)!, NoiseFloor.margin(passes: 3)!, "fewer repeats, wider bound")
+        XCTAssertEqual(NoiseFloor.margin(passes: 50), NoiseFloor.margin(passes: 8), "beyond the table: its last (most demanding) entry")
+    }
+
+    func testBaselineJudgesEachRowAgainstItsOwnNoise() throws {
+        // anon-private moves 3 % with 2 % noise per pass; memfd is 2× slower with 3 % noise; thp is 1.75× slower
+        // but its passes spread by 40 % in the baseline: its own noise hides that (limit 1.4^2.49 − 1 = 131 %).
+        let base = Self.passRun([Self.row(map: [100, 102, 101, 100]), Self.row("memfd", map: [100, 103, 101, 102]),
+                                 Self.row("thp", size: 2 << 20, map: [100, 140, 110, 120])])
+        let cur = Self.passRun([Self.row(map: [103, 104, 103, 105]), Self.row("memfd", map: [200, 204, 202, 199]),
+                                Self.row("thp", size: 2 << 20, map: [200, 210, 205, 200])], label: "debian:6.1 again")
+        let c = BenchComparison.compare(baseline: base, current: cur)
+        let flags = Dictionary(uniqueKeysWithValues: c.kinds.map { ($0.kind, $0.flag) })
+        XCTAssertEqual(flags, ["anon-private": .same, "memfd": .slower, "thp": .same])
+        let anon = try XCTUnwrap(c.rows.first { $0.kind == "anon-private" })
+        XCTAssertEqual(try XCTUnwrap(anon.mapFloor), 0.02, accuracy: 1e-9, "the larger of the two runs' own spreads (2 % and 105/103)")
+        XCTAssertEqual(try XCTUnwrap(anon.mapLimit), BenchComparison.minimumLimit, "1.02^2.49 − 1 = 5 % is below the least limit")
+        let thp = try XCTUnwrap(c.rows.first { $0.kind == "thp" })
+        XCTAssertEqual(try XCTUnwrap(thp.mapLimit), exp(2.49 * log(1.4)) - 1, accuracy: 1e-9, "a noisy row: its own bound")
+        XCTAssertTrue(c.thresholdSource.hasPrefix("its own noise: beyond (1 + floor)^2.49 − 1, floor = the larger of the two runs' largest change between two passes of that row and call (4 passes each"),
+                      c.thresholdSource)
+        XCTAssertTrue(BenchText.comparison(c).contains("SLOWER"))
+        // The same 2× slower memfd row against an unchanged run of it: flagged only in the slowed one.
+        let unchanged = Self.passRun([Self.row(map: [101, 100, 102, 100]), Self.row("memfd", map: [101, 102, 100, 103]),
+                                      Self.row("thp", size: 2 << 20, map: [130, 100, 120, 110])], label: "debian:6.1 unchanged")
+        XCTAssertTrue(BenchComparison.compare(baseline: base, current: unchanged).slowerKinds.isEmpty)
+        // With two passes the margin is 56: the same 2× is inside the bound, as it must be with so few repeats.
+        let two = BenchComparison.compare(baseline: Self.passRun([Self.row("memfd", map: [100, 103])]),
+                                          current: Self.passRun([Self.row("memfd", map: [200, 204])]))
+        XCTAssertTrue(two.slowerKinds.isEmpty)
+    }
+
+    func testStreamOfPassesIsMergedPerRow() throws {
+        var r = BenchTests.run([])
+        r.points = []
+        let pts = Self.row(map: [100, 120]) + Self.row("memfd", map: [50, 50])
+        let text = BenchEvent.header(r, planned: 4).line + pts.map { BenchEvent.point($0).line }.joined()
+        let s = BenchStreamContents(text: text)
+        XCTAssertEqual(s.run?.points.count, 2)
+        XCTAssertEqual(try XCTUnwrap(s.run?.points.first?.mapFloor), 0.2, accuracy: 1e-9)
+    }
+
+    // MARK: - CPU brackets
+
+    func testBracketsSplitTheThreadsCPUIntoKernelAndTool() throws {
+        // 10 ioctls with 1000 ns inside their brackets in all; an empty bracket 30 ns inside, 80 ns in all.
+        let b = CPUBrackets(insideNanos: 1000, calls: 10, emptyInside: 30, emptyWhole: 80)
+        XCTAssertEqual(b.kernelNanos, 1000 - 10 * 30, accuracy: 1e-9)
+        XCTAssertEqual(b.toolNanos(threadCPUNanos: 2000), 2000 - 700 - 10 * 80, accuracy: 1e-9)
+        // Two blocks calibrated differently: the sum's split is the sum of their splits.
+        let c = CPUBrackets(insideNanos: 5000, calls: 30, emptyInside: 50, emptyWhole: 120)
+        let sum = b + c
+        XCTAssertEqual(sum.calls, 40)
+        XCTAssertEqual(sum.calibrations, 2)
+        XCTAssertEqual(sum.kernelNanos, b.kernelNanos + c.kernelNanos, accuracy: 1e-9)
+        XCTAssertEqual(sum.toolNanos(threadCPUNanos: 2000 + 9000), b.toolNanos(threadCPUNanos: 2000) + c.toolNanos(threadCPUNanos: 9000), accuracy: 1e-9)
+        // Per call on a point: a guest's pair is one call per slot each way, so the bracket count divides.
+        var p = BenchTests.point("guest-anon-4K", map: [10, 10], unmap: [10, 10])
+        p.cpuMicros = 20
+        p.brackets = CPUBrackets(insideNanos: 12_000, calls: 8, emptyInside: 100, emptyWhole: 400)
+        XCTAssertEqual(try XCTUnwrap(p.kernelPerCall), (12 - 0.8) / 8, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(p.toolPerCall), (20 - 11.2 - 3.2) / 8, accuracy: 1e-9)
+        p.brackets = nil
+        XCTAssertNil(p.kernelPerCall, "without brackets no split, rather than a guessed one")
     }
 
     // MARK: - Guest layout and growth

@@ -49,18 +49,27 @@ final class BenchTests: XCTestCase {
     // MARK: - The tool's own cost
 
     static func block(_ side: BenchSide, round: Int, size: UInt64 = 4096, backend: String = "type1v2", map: [UInt64], unmap: [UInt64]? = nil,
-                      user: Double? = nil, system: Double? = nil, cpu: Double? = nil, thp: String? = "0", status: BenchPoint.Status = .ok) -> RoundSample {
+                      user: Double? = nil, system: Double? = nil, cpu: Double? = nil, brackets: CPUBrackets? = nil, thp: String? = "0",
+                      status: BenchPoint.Status = .ok) -> RoundSample {
         RoundSample(backend: backend, size: size, round: round, side: side, order: 0, status: status, mapNanos: map, unmapNanos: unmap ?? map,
-                    userMicros: user, systemMicros: system, cpuMicros: cpu, anonHugeKB: thp)
+                    userMicros: user, systemMicros: system, cpuMicros: cpu, brackets: brackets, anonHugeKB: thp)
+    }
+
+    /// `calls` brackets holding `inside` µs in all; an empty bracket 0.5 µs inside, 2 µs in all.
+    static func brackets(inside: Double, calls: Int) -> CPUBrackets {
+        CPUBrackets(insideNanos: UInt64(inside * 1000), calls: calls, emptyInside: 500, emptyWhole: 2000)
     }
 
     func testComparisonPairsSwiftAndCBlocksOfTheSameRound() throws {
+        // 4 calls per block (3 maps + 1 unmap), brackets 0.5 µs inside and 2 µs in all: sys = inside − 4 × 0.5,
+        // user = cpu − sys − 4 × 2. Round 0: Swift sys 400, user 480 − 400 − 8 = 72; C sys 400, user 440 − 400 − 8 = 32.
+        // Round 1: Swift sys 200, user 248 − 200 − 8 = 40; C sys 200, user 240 − 200 − 8 = 32.
         let samples = [
-            Self.block(.swift, round: 0, map: [110, 100, 120], unmap: [50], user: 100, system: 400, cpu: 480),
-            Self.block(.c, round: 0, map: [100, 90, 110], unmap: [50], user: 40, system: 400, cpu: 440),
-            Self.block(.c, round: 1, map: [200, 200, 200], unmap: [100], user: 20, system: 200, cpu: 240, thp: "2048"),
-            Self.block(.swift, round: 1, map: [220, 220, 220], unmap: [100], user: 60, system: 200, cpu: 248),
-            Self.block(.swift, round: 2, map: [999], unmap: [999], user: 999),  // its C block failed: not paired
+            Self.block(.swift, round: 0, map: [110, 100, 120], unmap: [50], user: 4000, system: 0, cpu: 480, brackets: Self.brackets(inside: 402, calls: 4)),
+            Self.block(.c, round: 0, map: [100, 90, 110], unmap: [50], cpu: 440, brackets: Self.brackets(inside: 402, calls: 4)),
+            Self.block(.c, round: 1, map: [200, 200, 200], unmap: [100], cpu: 240, brackets: Self.brackets(inside: 202, calls: 4), thp: "2048"),
+            Self.block(.swift, round: 1, map: [220, 220, 220], unmap: [100], cpu: 248, brackets: Self.brackets(inside: 202, calls: 4)),
+            Self.block(.swift, round: 2, map: [999], unmap: [999], cpu: 999),  // its C block failed: not paired
             Self.block(.c, round: 2, map: [], status: .error),
         ]
         let rows = ComparisonRow.rows(samples)
@@ -73,15 +82,17 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(r.mapVerdict, .swiftSlower)
         XCTAssertEqual(try XCTUnwrap(r.unmap).estimate, 1, accuracy: 1e-9)
         XCTAssertEqual(r.unmapVerdict, .notDistinguishable)
-        // 4 calls per block (3 maps + 1 unmap): round 0 adds (100 − 40) / 4 = 15 µs, round 1 (60 − 20) / 4 = 10 µs.
+        // User added per call: round 0 (72 − 32) / 4 = 10 µs, round 1 (40 − 32) / 4 = 2 µs; the getrusage
+        // figures (4000 µs of "user" in round 0) play no part.
         let u = try XCTUnwrap(r.userOverhead)
-        XCTAssertEqual(u.estimate, 12.5, accuracy: 1e-9)
-        XCTAssertTrue(u.low >= 10 && u.high <= 15, "\(u)")
-        XCTAssertEqual(try XCTUnwrap(r.swiftUser), (100 + 60 + 999) / 10.0, accuracy: 1e-9, "per call over every Swift block")
-        XCTAssertEqual(try XCTUnwrap(r.cSystem), 600 / 8.0, accuracy: 1e-9)
-        // Exact CPU: (480 − 440) / 4 = 10 and (248 − 240) / 4 = 2 µs per call; the errored round has no CPU figure.
+        XCTAssertEqual(u.estimate, 6, accuracy: 1e-9)
+        XCTAssertTrue(u.low >= 2 && u.high <= 10, "\(u)")
+        XCTAssertEqual(try XCTUnwrap(r.systemOverhead).estimate, 0, accuracy: 1e-9, "the same ioctl: the kernel's share is the same")
+        XCTAssertEqual(try XCTUnwrap(r.cSystem), 600 / 8.0, accuracy: 1e-9, "per call over every C block")
+        XCTAssertEqual(try XCTUnwrap(r.cUser), 64 / 8.0, accuracy: 1e-9)
+        XCTAssertNil(r.swiftUser, "a Swift block without brackets: no per-call figure rather than a wrong one")
+        // All CPU: (480 − 440) / 4 = 10 and (248 − 240) / 4 = 2 µs per call; the errored round is not paired.
         XCTAssertEqual(try XCTUnwrap(r.cpuOverhead).estimate, 6, accuracy: 1e-9)
-        XCTAssertNil(r.swiftCPU, "a Swift block without a CPU reading: no per-call figure rather than a wrong one")
         XCTAssertEqual(r.thpDiffer, 1)
     }
 
@@ -102,11 +113,14 @@ final class BenchTests: XCTestCase {
     }
 
     func testCHelperOutputCarriesItsCPUTime() throws {
-        let json = #"{"schema":"vfio-exerciser-map-bench/1","kernel":"6.1","points":[{"backend":"type1","kind":"anon-private","size":4096,"status":"ok","vaddr_offset":0,"anon_huge_kb":0,"warmup":2,"user_us":12,"sys_us":480,"cpu_us":500.5,"map_ns":[5,6],"unmap_ns":[3,4]}]}"#
+        let json = #"{"schema":"vfio-exerciser-map-bench/1","kernel":"6.1","points":[{"backend":"type1","kind":"anon-private","size":4096,"status":"ok","vaddr_offset":0,"anon_huge_kb":0,"warmup":2,"user_us":12,"sys_us":480,"cpu_us":500.5,"bracket_ns":482000,"bracket_calls":4,"empty_inside_median_ns":500,"empty_whole_median_ns":2000,"map_ns":[5,6],"unmap_ns":[3,4]}]}"#
         let p = try XCTUnwrap(BenchRunner.parseCHelper(Data(json.utf8)).first)
         XCTAssertEqual(p.userMicros, 12)
-        XCTAssertEqual(p.systemPerCall, 120, "480 µs over 2 maps + 2 unmaps")
+        // Empty bracket 500 ns inside, 2000 ns in all: sys (482 − 4 × 0.5) / 4 = 120, user (500.5 − 480 − 4 × 2) / 4 = 3.125.
+        XCTAssertEqual(try XCTUnwrap(p.kernelPerCall), 120, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(p.toolPerCall), 3.125, accuracy: 1e-9)
         XCTAssertEqual(p.cpuPerCall ?? 0, 125.125, accuracy: 1e-9)
+        XCTAssertEqual(p.rusageSystemPerCall, 120, "getrusage's 480 µs kept as the cross-check")
     }
 
     // MARK: - Baseline comparison
@@ -120,7 +134,7 @@ final class BenchTests: XCTestCase {
                             Self.point("thp", size: 2 << 20, map: [100], unmap: [70]),  // −30 %: faster
                             Self.point("hugetlb-2M", size: 2 << 20, map: [5], unmap: [5])], label: "debian:7.3")
         let c = BenchComparison.compare(baseline: base, current: cur)
-        XCTAssertEqual(c.thresholdSource, "no noise floor measured in either run: the fixed 20 %")
+        XCTAssertEqual(c.thresholdSource, "no repeats in either run: the fixed 20 %")
         let flags = Dictionary(uniqueKeysWithValues: c.kinds.map { ($0.kind, $0.flag) })
         XCTAssertEqual(flags, ["anon-private": .slower, "memfd": .same, "thp": .faster, "bar": .unmatched, "hugetlb-2M": .unmatched])
         XCTAssertEqual(c.slowerKinds, ["anon-private"])

@@ -89,11 +89,17 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     public var properties: [String: String]
     /// Wall time of the point: building the region, warm-up, samples, release.
     public var seconds: Double?
-    /// User and system CPU time of the thread over the timed pairs (getrusage RUSAGE_THREAD), µs.
+    /// getrusage(RUSAGE_THREAD) over the timed pairs, µs: tick-sampled, a cross-check only.
     public var userMicros: Double?
     public var systemMicros: Double?
-    /// Their exact sum (CLOCK_THREAD_CPUTIME_ID); the split itself is tick-sampled.
+    /// The thread's CPU time over the timed pairs, exact (CLOCK_THREAD_CPUTIME_ID), µs.
     public var cpuMicros: Double?
+    /// Each timed ioctl bracketed by thread-CPU reads: the kernel's share, exactly.
+    public var brackets: CPUBrackets?
+    /// Which pass over the sweep measured this (a pass's point); nil once the passes are merged.
+    public var pass: Int?
+    /// The merged passes, in order: each one's medians (the repeats the row's noise comes from).
+    public var passes: [PassSummary]?
 
     public init(backend: String, kind: String, source: String = "swift", size: UInt64, status: Status = .ok, reason: String? = nil,
                 warmup: Int = 0, mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], properties: [String: String] = [:],
@@ -129,13 +135,92 @@ public struct BenchPoint: Codable, Equatable, Sendable {
 
     public var key: Key { Key(backend: backend, kind: kind, size: size) }
 
-    /// CPU µs per ioctl (a map or an unmap: the pair's time halved).
-    public var userPerCall: Double? { perCall(userMicros) }
-    public var systemPerCall: Double? { perCall(systemMicros) }
+    /// CPU µs per ioctl (a map or an unmap): the thread's total, exact.
     public var cpuPerCall: Double? { perCall(cpuMicros) }
+    /// The kernel's share per ioctl (inside the brackets less an empty bracket's inside), µs.
+    public var kernelPerCall: Double? { perCall(brackets.map { $0.kernelNanos / 1e3 }) }
+    /// The tool's own side per ioctl: the total less the kernel's share and the brackets' cost, µs.
+    public var toolPerCall: Double? { perCall(cpuMicros.flatMap { brackets?.toolNanos(threadCPUNanos: $0 * 1e3) }.map { $0 / 1e3 }) }
+    /// getrusage's split, tick-sampled: the cross-check.
+    public var rusageUserPerCall: Double? { perCall(userMicros) }
+    public var rusageSystemPerCall: Double? { perCall(systemMicros) }
+    /// Per ioctl: the bracketed calls when known (a guest's pair is one call per slot each way).
     func perCall(_ total: Double?) -> Double? {
-        guard let total, mapNanos.count > 0 else { return nil }
-        return total / Double(2 * mapNanos.count)
+        guard let total else { return nil }
+        let calls = brackets?.calls ?? 2 * mapNanos.count
+        return calls > 0 ? total / Double(calls) : nil
+    }
+
+    /// The value a baseline compares: the geometric mean of the passes' medians (each pass a
+    /// repeat of the row), the pooled median for a run without passes.
+    public var mapCenter: Double? { center(\.mapP50) ?? map.map { Double($0.p50) } }
+    public var unmapCenter: Double? { center(\.unmapP50) ?? unmap.map { Double($0.p50) } }
+    func center(_ f: KeyPath<PassSummary, UInt64>) -> Double? {
+        guard let ps = passes, !ps.isEmpty else { return nil }
+        return BenchMath.geometricMean(ps.map { Double($0[keyPath: f]) })
+    }
+
+    /// This row's noise: the largest change between two of its passes' medians.
+    public var mapFloor: Double? { passes.flatMap { NoiseFloor.largest($0.map { Double($0.mapP50) }) } }
+    public var unmapFloor: Double? { passes.flatMap { NoiseFloor.largest($0.map { Double($0.unmapP50) }) } }
+
+    /// The passes of one row (same key and source) as one point: samples pooled, CPU summed,
+    /// each pass's medians kept. An error in any pass makes the row an error; passes that
+    /// skipped are left out unless all did.
+    public static func merged(_ ps: [BenchPoint]) -> BenchPoint? {
+        guard let first = ps.first else { return nil }
+        if ps.count == 1 && first.pass == nil { return first }
+        if let bad = ps.first(where: { $0.status == .error }) {
+            var p = bad
+            p.pass = nil
+            p.reason = "pass \((bad.pass ?? 0) + 1) of \(ps.count): \(bad.reason ?? "error")"
+            return p
+        }
+        let ok = ps.filter { $0.status == .ok }
+        guard !ok.isEmpty else {
+            var p = first
+            p.pass = nil
+            return p
+        }
+        func sum(_ f: (BenchPoint) -> Double?) -> Double? {
+            let xs = ok.compactMap(f)
+            return xs.count == ok.count ? xs.reduce(0, +) : nil
+        }
+        let br = ok.compactMap(\.brackets)
+        var p = BenchPoint(backend: first.backend, kind: first.kind, source: first.source, size: first.size, warmup: first.warmup,
+                           mapNanos: ok.flatMap(\.mapNanos), unmapNanos: ok.flatMap(\.unmapNanos), properties: ok[0].properties,
+                           seconds: sum(\.seconds), userMicros: sum(\.userMicros), systemMicros: sum(\.systemMicros), cpuMicros: sum(\.cpuMicros))
+        p.brackets = br.count == ok.count ? br.dropFirst().reduce(br[0], +) : nil
+        p.passes = ok.compactMap { q in
+            guard let m = q.map, let u = q.unmap else { return nil }
+            return PassSummary(mapP50: m.p50, unmapP50: u.p50, n: m.count)
+        }
+        if ok.count < ps.count { p.reason = "\(ps.count - ok.count) of \(ps.count) passes skipped: \(ps.first { $0.status == .skip }?.reason ?? "")" }
+        return p
+    }
+
+    /// Per-pass points (as the stream carries them) merged per row, in the order rows first appear.
+    public static func mergePasses(_ ps: [BenchPoint]) -> [BenchPoint] {
+        var order: [String] = []
+        var groups: [String: [BenchPoint]] = [:]
+        for p in ps {
+            let k = "\(p.source) \(p.backend) \(p.kind) \(p.size)"
+            if groups[k] == nil { order.append(k) }
+            groups[k, default: []].append(p)
+        }
+        return order.compactMap { merged(groups[$0]!) }
+    }
+}
+
+/// One pass of a row: its medians and sample count.
+public struct PassSummary: Codable, Equatable, Sendable {
+    public var mapP50: UInt64
+    public var unmapP50: UInt64
+    public var n: Int
+    public init(mapP50: UInt64, unmapP50: UInt64, n: Int) {
+        self.mapP50 = mapP50
+        self.unmapP50 = unmapP50
+        self.n = n
     }
 }
 
@@ -155,6 +240,8 @@ public struct BenchSettings: Codable, Equatable, Sendable {
     public var rounds: Int?
     public var roundPairs: Int?
     public var seed: UInt64?
+    /// Passes over the whole sweep (every point repeated, interleaved; nil in runs before them).
+    public var passes: Int?
     /// Guest-sized maps: RAM sizes, q35's max-ram-below-4g, the backend.
     public var guestSizes: [UInt64]?
     public var guestBelow4G: UInt64?
@@ -162,7 +249,8 @@ public struct BenchSettings: Codable, Equatable, Sendable {
 
     public init(backends: [String], kinds: [String], sizes: [UInt64], repetitions: Int, warmup: Int, minRepetitions: Int,
                 budgetSeconds: Double, iova: UInt64, rounds: Int? = nil, roundPairs: Int? = nil, seed: UInt64? = nil,
-                guestSizes: [UInt64]? = nil, guestBelow4G: UInt64? = nil, guestBackend: String? = nil) {
+                guestSizes: [UInt64]? = nil, guestBelow4G: UInt64? = nil, guestBackend: String? = nil, passes: Int? = nil) {
+        self.passes = passes
         self.rounds = rounds
         self.roundPairs = roundPairs
         self.seed = seed
@@ -209,12 +297,14 @@ public struct RoundSample: Codable, Equatable, Sendable {
     public var userMicros: Double?
     public var systemMicros: Double?
     public var cpuMicros: Double?
+    public var brackets: CPUBrackets?
     public var anonHugeKB: String?
 
     public init(backend: String, size: UInt64, round: Int, side: BenchSide, order: Int, status: BenchPoint.Status = .ok, reason: String? = nil,
                 mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], userMicros: Double? = nil, systemMicros: Double? = nil,
-                cpuMicros: Double? = nil, anonHugeKB: String? = nil) {
+                cpuMicros: Double? = nil, brackets: CPUBrackets? = nil, anonHugeKB: String? = nil) {
         self.cpuMicros = cpuMicros
+        self.brackets = brackets
         self.backend = backend
         self.size = size
         self.round = round
@@ -232,6 +322,9 @@ public struct RoundSample: Codable, Equatable, Sendable {
     var mapMedian: Double? { BenchMath.median(mapNanos.map(Double.init)) }
     var unmapMedian: Double? { BenchMath.median(unmapNanos.map(Double.init)) }
     var calls: Int { mapNanos.count + unmapNanos.count }
+    /// µs in the block: the kernel's share of its ioctls, and the tool's own side (exact).
+    var kernelMicros: Double? { brackets.map { $0.kernelNanos / 1e3 } }
+    var toolMicros: Double? { cpuMicros.flatMap { brackets?.toolNanos(threadCPUNanos: $0 * 1e3) }.map { $0 / 1e3 } }
 }
 
 /// Swift vs C at one (backend, size): paired per-round ratios of the block medians with their
@@ -245,14 +338,16 @@ public struct ComparisonRow: Codable, Equatable, Sendable {
     public var unmap: Interval?
     public var mapVerdict: RatioVerdict?
     public var unmapVerdict: RatioVerdict?
-    /// µs per call, over all rounds of each side.
+    /// µs per call, over all rounds of each side: the tool's own side (user) and the kernel's
+    /// share (system) from the CPU brackets, exact; their total.
     public var swiftUser: Double?
     public var swiftSystem: Double?
     public var cUser: Double?
     public var cSystem: Double?
     public var swiftCPU: Double?
     public var cCPU: Double?
-    /// Swift − C µs per call, paired per round: user and system (tick-sampled), their exact sum.
+    /// Swift − C µs per call, paired per round: user (the tool's own side), system (the
+    /// kernel's share), all CPU.
     public var userOverhead: Interval?
     public var systemOverhead: Interval?
     public var cpuOverhead: Interval?
@@ -292,10 +387,10 @@ public struct ComparisonRow: Codable, Equatable, Sendable {
             let m = ratio { $0.mapMedian }, u = ratio { $0.unmapMedian }
             out.append(ComparisonRow(backend: k.backend, size: k.size, rounds: pairs.count, map: m, unmap: u,
                                      mapVerdict: m.map(RatioVerdict.init), unmapVerdict: u.map(RatioVerdict.init),
-                                     swiftUser: perCall(.swift) { $0.userMicros }, swiftSystem: perCall(.swift) { $0.systemMicros },
-                                     cUser: perCall(.c) { $0.userMicros }, cSystem: perCall(.c) { $0.systemMicros },
+                                     swiftUser: perCall(.swift) { $0.toolMicros }, swiftSystem: perCall(.swift) { $0.kernelMicros },
+                                     cUser: perCall(.c) { $0.toolMicros }, cSystem: perCall(.c) { $0.kernelMicros },
                                      swiftCPU: perCall(.swift) { $0.cpuMicros }, cCPU: perCall(.c) { $0.cpuMicros },
-                                     userOverhead: diff { $0.userMicros }, systemOverhead: diff { $0.systemMicros }, cpuOverhead: diff { $0.cpuMicros },
+                                     userOverhead: diff { $0.toolMicros }, systemOverhead: diff { $0.kernelMicros }, cpuOverhead: diff { $0.cpuMicros },
                                      thpDiffer: pairs.filter { $0.s.anonHugeKB != $0.c.anonHugeKB }.count))
         }
         return out
@@ -314,10 +409,22 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
     /// The widest interval (high / low), where.
     public var widest: Double
     public var widestAt: String
-    /// µs per call Swift − C, pooled over every round of every point: user (tick-sampled) and
-    /// all CPU (exact).
+    /// µs per call Swift − C, pooled over every round of every point: user (the tool's own
+    /// side), system (the kernel's share) and all CPU, exact.
     public var userOverhead: Interval?
+    public var systemOverhead: Interval?
     public var cpuOverhead: Interval?
+    /// The same user figure as the median of the per-round differences: robust to the few
+    /// rounds that carry an outlier.
+    public var userOverheadMedian: Interval?
+    /// The empty bracket, ns, over every block: what its reads leave inside it (subtracted from
+    /// each call) and what it costs the thread in all; min–max over blocks.
+    public var emptyInside: ClosedRange<Double>?
+    public var emptyWhole: ClosedRange<Double>?
+    /// Cross-check: the system share of the blocks' CPU by the brackets, and by getrusage
+    /// (tick-sampled, only meaningful pooled over many blocks).
+    public var bracketSystemShare: Double?
+    public var rusageSystemShare: Double?
 
     public enum Verdict: String, Codable, Sendable {
         case met = "within the 5 % target"
@@ -341,17 +448,29 @@ public struct OverheadSummary: Codable, Equatable, Sendable {
         widestAt = w.1
         // Per (backend, size, round): Swift − C µs per call.
         let ok = samples.filter { $0.status == .ok && $0.calls > 0 }
-        func pooled(_ f: (RoundSample) -> Double?) -> Interval? {
+        func pooled(_ f: (RoundSample) -> Double?, median: Bool = false) -> Interval? {
             var d: [Double] = []
             for s in ok where s.side == .swift {
                 guard let c = ok.first(where: { $0.side == .c && $0.backend == s.backend && $0.size == s.size && $0.round == s.round }),
                       let a = f(s), let b = f(c) else { continue }
                 d.append(a / Double(s.calls) - b / Double(c.calls))
             }
-            return Bootstrap.mean(d, seed: seed)
+            return median ? Bootstrap.median(d, seed: seed) : Bootstrap.mean(d, seed: seed)
         }
-        userOverhead = pooled { $0.userMicros }
+        userOverhead = pooled { $0.toolMicros }
+        userOverheadMedian = pooled({ $0.toolMicros }, median: true)
+        systemOverhead = pooled { $0.kernelMicros }
         cpuOverhead = pooled { $0.cpuMicros }
+        let br = ok.compactMap(\.brackets)
+        func range(_ xs: [Double]) -> ClosedRange<Double>? { xs.min().map { $0...xs.max()! } }
+        emptyInside = range(br.map(\.emptyInside))
+        emptyWhole = range(br.map(\.emptyWhole))
+        let withBoth = ok.filter { $0.kernelMicros != nil && $0.cpuMicros != nil }
+        let cpu = withBoth.compactMap(\.cpuMicros).reduce(0, +)
+        bracketSystemShare = cpu > 0 ? withBoth.compactMap(\.kernelMicros).reduce(0, +) / cpu : nil
+        let ru = ok.filter { $0.userMicros != nil && $0.systemMicros != nil }
+        let ruTotal = ru.map { $0.userMicros! + $0.systemMicros! }.reduce(0, +)
+        rusageSystemShare = ruTotal > 0 ? ru.map { $0.systemMicros! }.reduce(0, +) / ruTotal : nil
     }
 }
 
@@ -519,6 +638,8 @@ public struct BenchRun: Codable, Equatable, Sendable {
                 pts.append(BenchPoint(backend: k.backend, kind: k.kind, source: "c", size: k.size, mapNanos: xs.flatMap(\.mapNanos),
                                       unmapNanos: xs.flatMap(\.unmapNanos), userMicros: xs.compactMap(\.userMicros).reduce(0, +),
                                       systemMicros: xs.compactMap(\.systemMicros).reduce(0, +), cpuMicros: xs.compactMap(\.cpuMicros).reduce(0, +)))
+                let br = xs.compactMap(\.brackets)
+                if !br.isEmpty && br.count == xs.count { pts[pts.count - 1].brackets = br.dropFirst().reduce(br[0], +) }
             }
             cHelper?.points = pts
         }
@@ -572,8 +693,14 @@ public struct BenchComparison: Codable, Equatable, Sendable {
         public var baselineUnmapP50: UInt64?
         public var currentUnmapP50: UInt64?
         public var unmapChange: Double?
-        /// The change this row had to exceed: the measured noise floor at its size, or the fixed threshold.
+        /// The change this row had to exceed (the larger of its map and unmap limits).
         public var threshold: Double
+        /// Per call: the larger of the two runs' largest repeat-to-repeat change of this row,
+        /// and the limit set from it (see `compare`); nil where this row has no repeats.
+        public var mapFloor: Double?
+        public var unmapFloor: Double?
+        public var mapLimit: Double?
+        public var unmapLimit: Double?
         public var flag: Flag
     }
 
@@ -605,40 +732,62 @@ public struct BenchComparison: Codable, Equatable, Sendable {
     /// Used when neither run measured its noise and no --threshold is given.
     public static let fallbackThreshold = 0.2
 
-    /// A median is flagged when it moved beyond the larger of the two runs' measured noise
-    /// floors at its size (and beyond `threshold`, a fraction, when given), symmetric in ratio:
-    /// slower past ×(1+t), faster past ÷(1+t).
+    /// The least any row's limit is: what passes within one run cannot see. Two unchanged
+    /// debian:6.1 runs under TCG, host load average 7–9, moved rows whose passes agreed within
+    /// 2–5 % by up to 10.6 %, all the same way: the host's speed, which a run's passes share.
+    public static let minimumLimit = 0.15
+
+    /// Each row against its own noise. A row's value is the geometric mean of its passes'
+    /// medians; its floor, per call, is the larger of the two runs' largest change between two of
+    /// its passes; the change must exceed margin(n) × floor (in logs, n the fewer passes of the two
+    /// runs: `NoiseFloor.margin`, set so an unchanged row crosses it with probability 1e-4 under
+    /// Gaussian noise), and `threshold` (a fraction) when given. Symmetric in ratio: slower past
+    /// ×(1+t), faster past ÷(1+t). Rows without repeats (runs from before the passes) fall back to
+    /// the run's noise floor at their size, else to the fixed 20 %; the rule used is stated.
     public static func compare(baseline: BenchRun, current: BenchRun, threshold: Double? = nil) -> BenchComparison {
         let base = Dictionary(baseline.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let cur = Dictionary(current.points.filter { $0.status == .ok }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         // From the stored blocks, so an older file is read with today's rule.
         let floors = [baseline, current].compactMap { NoiseMeasurement($0.rounds ?? []) }
-        let source: String
-        if floors.isEmpty {
-            source = threshold == nil ? String(format: "no noise floor measured in either run: the fixed %g %%", fallbackThreshold * 100)
-                                      : String(format: "no noise floor measured in either run: --threshold %g %%", threshold! * 100)
-        } else {
-            source = "the measured noise floor (the largest repeat-to-repeat change, the larger of \(floors.count == 2 ? "both runs" : "the one run that measured it"), per size)"
-                + (threshold.map { String(format: ", at least --threshold %g %%", $0 * 100) } ?? "")
-        }
-        func limit(_ size: UInt64) -> Double {
-            if floors.isEmpty { return threshold ?? fallbackThreshold }
+        var used: [String] = []
+        func note(_ s: String) { if !used.contains(s) { used.append(s) } }
+        func fallback(_ size: UInt64) -> Double {
+            if floors.isEmpty {
+                note(threshold == nil ? String(format: "no repeats in either run: the fixed %g %%", fallbackThreshold * 100)
+                                             : String(format: "no repeats in either run: --threshold %g %%", threshold! * 100))
+                return threshold ?? fallbackThreshold
+            }
+            note("rows without repeats: the comparison blocks' largest repeat-to-repeat change at their size")
             return max(floors.map { $0.limit(at: size) }.max()!, threshold ?? 0)
+        }
+        /// (floor, limit) for one call of one row.
+        func limit(_ b: BenchPoint?, _ c: BenchPoint?, _ f: KeyPath<BenchPoint, Double?>, size: UInt64) -> (Double?, Double) {
+            let own = [b, c].compactMap { $0?[keyPath: f] }
+            let n = [b, c].compactMap { $0?.passes?.count }.filter { $0 >= 2 }.min()
+            guard let floor = own.max(), let n, let m = NoiseFloor.margin(passes: n) else { return (nil, fallback(size)) }
+            note(String(format: "its own noise: beyond (1 + floor)^%g − 1, floor = the larger of the two runs' largest change between two passes of that row and call (%d passes each: an unchanged row crosses it with p ≈ %g under Gaussian noise), and at least %g %% (the run-to-run shift of the host's speed, which passes within one run share)",
+                               m, n, NoiseFloor.falseFlagRate, minimumLimit * 100))
+            return (floor, max(exp(m * log1p(floor)) - 1, minimumLimit, threshold ?? 0))
         }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {
             let b = base[key], c = cur[key]
-            let t = limit(key.size)
-            var row = Row(backend: key.backend, kind: key.kind, size: key.size, baselineMapP50: b?.map?.p50, currentMapP50: c?.map?.p50,
-                          baselineUnmapP50: b?.unmap?.p50, currentUnmapP50: c?.unmap?.p50, threshold: t, flag: .unmatched)
-            if let bm = row.baselineMapP50, let cm = row.currentMapP50 { row.mapChange = BenchMath.change(from: bm, to: cm) }
-            if let bu = row.baselineUnmapP50, let cu = row.currentUnmapP50 { row.unmapChange = BenchMath.change(from: bu, to: cu) }
-            let changes = [row.mapChange, row.unmapChange].compactMap { $0 }
+            let (mf, ml) = limit(b, c, \.mapFloor, size: key.size)
+            let (uf, ul) = limit(b, c, \.unmapFloor, size: key.size)
+            var row = Row(backend: key.backend, kind: key.kind, size: key.size, baselineMapP50: b?.mapCenter.map { UInt64($0) },
+                          currentMapP50: c?.mapCenter.map { UInt64($0) }, baselineUnmapP50: b?.unmapCenter.map { UInt64($0) },
+                          currentUnmapP50: c?.unmapCenter.map { UInt64($0) }, threshold: max(ml, ul), mapFloor: mf, unmapFloor: uf,
+                          mapLimit: ml, unmapLimit: ul, flag: .unmatched)
+            if let bm = b?.mapCenter, let cm = c?.mapCenter, bm > 0 { row.mapChange = cm / bm - 1 }
+            if let bu = b?.unmapCenter, let cu = c?.unmapCenter, bu > 0 { row.unmapChange = cu / bu - 1 }
+            let changes = [(row.mapChange, ml), (row.unmapChange, ul)].compactMap { ch, t in ch.map { ($0, t) } }
             if !changes.isEmpty {
-                row.flag = changes.contains { $0 > t } ? .slower : changes.contains { 1 + $0 < 1 / (1 + t) } ? .faster : .same
+                row.flag = changes.contains { $0.0 > $0.1 } ? .slower : changes.contains { 1 + $0.0 < 1 / (1 + $0.1) } ? .faster : .same
             }
             rows.append(row)
         }
+        if let t = threshold, !used.isEmpty { note(String(format: "at least --threshold %g %%", t * 100)) }
+        let source = used.isEmpty ? "nothing (no rows)" : used.joined(separator: "; ")
         var kinds: [KindVerdict] = []
         var order: [String] = []
         for r in rows where !order.contains(r.kind) { order.append(r.kind) }
@@ -729,6 +878,7 @@ public struct BenchStreamContents {
             case nil: continue
             }
         }
+        if let ps = run?.points { run?.points = BenchPoint.mergePasses(ps) }
         run?.recompute()
     }
 

@@ -55,7 +55,8 @@ public enum BenchText {
     public static func header(_ run: BenchRun) -> String {
         let s = run.settings
         var lines = ["bench: \(run.name) — device \(run.device), started \(run.started)"]
-        var second = "\(s.repetitions) timed map+unmap pairs per point (stop early after \(s.minRepetitions) once \(String(format: "%g", s.budgetSeconds)) s are spent), \(s.warmup) warm-up, IOVA 0x\(String(s.iova, radix: 16))"
+        var second = (s.passes.map { "\($0) passes over the whole sweep, each point once per pass; per pass " } ?? "")
+            + "\(s.repetitions) timed map+unmap pairs per point (stop early after \(s.minRepetitions) once \(String(format: "%g", s.budgetSeconds)) s are spent), \(s.warmup) warm-up, IOVA 0x\(String(s.iova, radix: 16))"
         if let sec = run.seconds { second += String(format: "; %.1f s in the guest", sec) }
         if let q = run.qemuSeconds { second += String(format: ", %.1f s QEMU start to power-off", q) }
         lines.append(second)
@@ -83,16 +84,35 @@ public enum BenchText {
         return String(format: "\(fmt) [\(fmt), \(fmt)]", i.estimate, i.low, i.high)
     }
 
-    /// One row per point: n, map and unmap p50/p99/max, throughput at the median, CPU µs per call.
+    static func floor(_ f: Double?) -> String { f.map { String(format: "%.0f%%", $0 * 100) } ?? "-" }
+
+    /// One row per point: n, map and unmap p50/p99/max, throughput at the median, the spread of
+    /// its passes, CPU µs per call split exactly into the tool's own side and the kernel's share.
     public static func table(_ run: BenchRun) -> String {
-        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "CPU µs", "user", "sys", "notes"]]
-        for p in run.points {
+        var rows = [["backend", "kind", "size", "n", "map p50", "p99", "max", "GiB/s", "unmap p50", "p99", "max", "GiB/s", "passes", "noise m/u",
+                     "CPU µs", "user", "sys", "notes"]]
+        for p in run.points where !p.kind.hasPrefix("guest-") {
             rows.append([p.backend, p.kind, formatSize(p.size), p.map.map { String($0.count) } ?? "-",
                          duration(p.map?.p50), duration(p.map?.p99), duration(p.map?.max), gibps(p.mapGiBps),
                          duration(p.unmap?.p50), duration(p.unmap?.p99), duration(p.unmap?.max), gibps(p.unmapGiBps),
-                         micros(p.cpuPerCall), micros(p.userPerCall), micros(p.systemPerCall), notes(p)])
+                         p.passes.map { String($0.count) } ?? "-", "\(floor(p.mapFloor))/\(floor(p.unmapFloor))",
+                         micros(p.cpuPerCall), micros(p.toolPerCall), micros(p.kernelPerCall), notes(p)])
         }
-        return columns(rows, rightAligned: Set(2...14)) + "CPU µs: the thread's CPU time per call (map or unmap) over the timed pairs, exact (CLOCK_THREAD_CPUTIME_ID); user / sys: its split by getrusage(RUSAGE_THREAD), which the kernel samples by the tick (4 ms at HZ=250): statistical, not exact, for short points\n"
+        return columns(rows, rightAligned: Set(2...16)) + cpuLegend(run) + "noise m/u: the largest change between two passes' medians of the row, map / unmap (what --baseline builds its limit on)\n"
+    }
+
+    /// What the CPU columns are, with the empty bracket's measured cost.
+    static func cpuLegend(_ run: BenchRun) -> String {
+        let br = (run.points.compactMap(\.brackets) + (run.rounds ?? []).compactMap(\.brackets))
+        let inside = br.map(\.emptyInside), whole = br.map(\.emptyWhole)
+        var out = "CPU µs per call (map or unmap), exact: the thread's CPU time over the timed pairs (CLOCK_THREAD_CPUTIME_ID); "
+            + "sys: the kernel's share, CPU time inside thread-clock reads around each ioctl less an empty bracket's; "
+            + "user: the rest less the brackets' own cost: the tool's side\n"
+        if let a = inside.min(), let b = inside.max(), let c = whole.min(), let d = whole.max() {
+            out += String(format: "empty bracket (median of 256, calibrated before each point's timed pairs): %.0f–%.0f ns inside (subtracted from each call's sys), %.0f–%.0f ns in all (subtracted from user)\n",
+                          a, b, c, d)
+        }
+        return out
     }
 
     /// Swift vs C, alternating: ratio intervals, the CPU split and the verdict against the target.
@@ -105,24 +125,34 @@ public enum BenchText {
             + "ratio = Swift / C of the block medians, paired per round: geometric mean [95 % bootstrap interval over rounds]\n"
         if let e = h.error { out += "C helper error: \(e)\n" }
         guard let rows = run.comparison, !rows.isEmpty else { return out + "no point measured by both\n" }
-        var t = [["backend", "size", "rounds", "map ratio", "", "unmap ratio", "", "CPU µs/call S/C", "Swift−C CPU µs/call", "user S/C", "sys S/C", "Swift−C user", "notes"]]
+        var t = [["backend", "size", "rounds", "map ratio", "", "unmap ratio", "", "CPU µs/call S/C", "user S/C", "sys S/C", "Swift−C user µs/call", "Swift−C sys", "notes"]]
         for r in rows {
             t.append([r.backend, formatSize(r.size), String(r.rounds), interval(r.map), r.mapVerdict?.rawValue ?? "-",
                       interval(r.unmap), r.unmapVerdict?.rawValue ?? "-",
-                      "\(micros(r.swiftCPU))/\(micros(r.cCPU))", interval(r.cpuOverhead, "%+.2f"),
-                      "\(micros(r.swiftUser))/\(micros(r.cUser))", "\(micros(r.swiftSystem))/\(micros(r.cSystem))", interval(r.userOverhead, "%+.2f"),
+                      "\(micros(r.swiftCPU))/\(micros(r.cCPU))", "\(micros(r.swiftUser))/\(micros(r.cUser))", "\(micros(r.swiftSystem))/\(micros(r.cSystem))",
+                      interval(r.userOverhead, "%+.2f"), interval(r.systemOverhead, "%+.2f"),
                       r.thpDiffer > 0 ? "THP differs in \(r.thpDiffer) rounds" : ""])
         }
         out += columns(t, rightAligned: [1, 2, 3, 5, 7, 8, 9, 10, 11])
-        out += "CPU µs/call: exact thread CPU time (CLOCK_THREAD_CPUTIME_ID) over the timed pairs per call; user/sys: its getrusage split, tick-sampled (statistical)\n"
+        out += "per call, exact, both sides alike: sys = CPU inside thread-clock brackets around each ioctl less an empty bracket's (the kernel's share); user = the thread's CPU less sys and the brackets' cost (the loop's own side)\n"
         if let sum = run.overheadSummary {
             out += "\(sum.intervals) ratio intervals: \(sum.notDistinguishable) not distinguishable from 1; against ≤ \(String(format: "%.2f", OverheadSummary.target)): "
                 + "\(sum.within) within, \(sum.over) over, \(sum.undecided) straddle it (noise too large to judge); widest interval ×\(String(format: "%.2f", sum.widest)) (\(sum.widestAt))\n"
-            if let u = sum.cpuOverhead {
-                out += "CPU time the tool adds per call (Swift − C, exact, all rounds): \(interval(u, "%+.2f")) µs\n"
-            }
             if let u = sum.userOverhead {
-                out += "of which user time (Swift − C, tick-sampled, all rounds): \(interval(u, "%+.2f")) µs\n"
+                out += "user time the tool adds per call (Swift − C, exact, all rounds): mean \(interval(u, "%+.2f")) µs"
+                    + (sum.userOverheadMedian.map { ", median \(interval($0, "%+.2f")) µs (robust to the rounds with an outlier)" } ?? "") + "\n"
+            }
+            if let u = sum.systemOverhead {
+                out += "system time, Swift − C per call (the same ioctl; should hold 0): \(interval(u, "%+.2f")) µs\n"
+            }
+            if let u = sum.cpuOverhead {
+                out += "all CPU, Swift − C per call: \(interval(u, "%+.2f")) µs\n"
+            }
+            if let a = sum.emptyInside, let w = sum.emptyWhole {
+                out += String(format: "empty bracket (median of 256, calibrated per block): %.0f–%.0f ns inside, %.0f–%.0f ns in all\n", a.lowerBound, a.upperBound, w.lowerBound, w.upperBound)
+            }
+            if let b = sum.bracketSystemShare, let r = sum.rusageSystemShare {
+                out += String(format: "cross-check, all blocks pooled: system share of the CPU %.1f %% by the brackets, %.1f %% by getrusage (tick-sampled)\n", b * 100, r * 100)
             }
             out += "overhead: \(sum.verdict.rawValue)\n"
         }
@@ -131,9 +161,9 @@ public enum BenchText {
 
     public static func noise(_ run: BenchRun) -> String {
         guard let n = run.noise else { return "noise floor: not measured (no comparison rounds)\n" }
-        var out = String(format: "noise floor: two repeats of one point, nothing changed, move its median by up to %.1f %% (%.0fth percentile of %d repeat pairs; each repeat is a Swift block of the comparison)\n",
+        var out = String(format: "comparison blocks' noise: two repeats of one point, nothing changed, move its median by up to %.1f %% (%.0fth percentile of %d repeat pairs; each repeat is a Swift block of the comparison)\n",
                          n.floor * 100, n.quantile * 100, n.pairs)
-        out += "  per size (95th percentile / largest, the latter is what --baseline must exceed): "
+        out += "  per size (95th percentile / largest; --baseline judges each row by its own passes, these only rows of a run without them): "
             + n.perSize.map { String(format: "%@ %.0f / %.0f %%", formatSize($0.size), $0.floor * 100, ($0.largest ?? $0.floor) * 100) }.joined(separator: ", ") + "\n"
         return out
     }
@@ -144,7 +174,7 @@ public enum BenchText {
         guard !pts.isEmpty else { return "" }
         let s = run.settings
         var out = "guest-sized maps: guest RAM laid out as q35 does (max-ram-below-4g \(formatSize(s.guestBelow4G ?? 0))), one MAP_DMA per RAM slot at IOVA = guest physical, \(s.guestBackend ?? "-"); time for the whole guest\n"
-        var rows = [["backing", "guest RAM", "slots", "n", "map p50", "per GiB", "unmap p50", "per GiB", "CPU µs", "user", "sys", "notes"]]
+        var rows = [["backing", "guest RAM", "slots", "n", "map p50", "per GiB", "unmap p50", "per GiB", "CPU µs", "user", "sys", "passes", "noise m/u", "notes"]]
         for p in pts {
             let gib = Double(p.size) / Double(1 << 30)
             rows.append([p.kind.replacingOccurrences(of: "guest-", with: ""), formatSize(p.size),
@@ -152,11 +182,13 @@ public enum BenchText {
                          duration(p.map?.p50), duration(p.map.map { UInt64(Double($0.p50) / gib) }),
                          duration(p.unmap?.p50), duration(p.unmap.map { UInt64(Double($0.p50) / gib) }),
                          micros(p.cpuMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
-                         micros(p.userMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }), micros(p.systemMicros.map { $0 / Double(max(p.mapNanos.count, 1)) }),
+                         micros(p.cpuMicros.flatMap { p.brackets?.toolNanos(threadCPUNanos: $0 * 1e3) }.map { $0 / 1e3 / Double(max(p.mapNanos.count, 1)) }),
+                         micros(p.brackets.map { $0.kernelNanos / 1e3 / Double(max(p.mapNanos.count, 1)) }),
+                         p.passes.map { String($0.count) } ?? "-", "\(floor(p.mapFloor))/\(floor(p.unmapFloor))",
                          p.status == .ok ? (p.properties["slots"] ?? "") : "\(p.status.rawValue): \(p.reason ?? "")"])
         }
-        out += columns(rows, rightAligned: Set(1...10))
-        out += "CPU / user / sys µs: per whole-guest map+unmap\n"
+        out += columns(rows, rightAligned: Set(1...12))
+        out += "CPU / user / sys µs: per whole-guest map+unmap, split as in the table above\n"
         for k in BenchOptions.guestKinds {
             let ok = pts.filter { $0.kind == k && $0.status == .ok }
             let xs = ok.map { Double($0.size) / Double(1 << 30) }
@@ -175,14 +207,17 @@ public enum BenchText {
     }
 
     public static func comparison(_ c: BenchComparison) -> String {
-        var out = "comparison: \(c.baseline) → \(c.current); medians, flagged only beyond \(c.thresholdSource)\n"
-        var rows = [["backend", "kind", "size", "map before", "map now", "change", "unmap before", "unmap now", "change", "noise", "flag"]]
+        var out = "comparison: \(c.baseline) → \(c.current); a row is flagged only when it moved beyond \(c.thresholdSource)\n"
+        var rows = [["backend", "kind", "size", "map before", "map now", "change", "noise", "limit", "unmap before", "unmap now", "change", "noise", "limit", "flag"]]
+        func lim(_ l: Double?) -> String { l.map { String(format: "±%.0f%%", $0 * 100) } ?? "-" }
         for r in c.rows {
             rows.append([r.backend, r.kind, formatSize(r.size), duration(r.baselineMapP50), duration(r.currentMapP50), percent(r.mapChange),
-                         duration(r.baselineUnmapP50), duration(r.currentUnmapP50), percent(r.unmapChange), String(format: "±%.0f%%", r.threshold * 100),
+                         floor(r.mapFloor), lim(r.mapLimit ?? r.threshold),
+                         duration(r.baselineUnmapP50), duration(r.currentUnmapP50), percent(r.unmapChange), floor(r.unmapFloor), lim(r.unmapLimit ?? r.threshold),
                          r.flag == .same ? "" : r.flag == .slower ? "SLOWER" : r.flag.rawValue])
         }
-        out += columns(rows, rightAligned: Set(2...9))
+        out += columns(rows, rightAligned: Set(2...12))
+        out += "before / now: the geometric mean of the row's pass medians; noise: the larger of the two runs' largest change between two passes; limit: what the change had to exceed\n"
         out += "per kind:\n"
         var krows: [[String]] = []
         for k in c.kinds {

@@ -9,10 +9,15 @@ public struct BenchOptions {
     public var backends: [BackendKind] = BenchOptions.defaultBackends
     public var kinds: [CaseKind] = BenchOptions.defaultKinds
     public var sizes: [UInt64] = BenchOptions.defaultSizes
-    public var repetitions = 20
+    /// Per pass: timed pairs, untimed pairs before them, the pairs a point always gets, and the
+    /// seconds after which it stops once it has them.
+    public var repetitions = 8
     public var warmup = 2
-    public var minRepetitions = 5
-    public var budgetSeconds = 2.0
+    public var minRepetitions = 3
+    public var budgetSeconds = 0.5
+    /// Passes over the whole sweep (guest-sized maps included): every point is measured once
+    /// per pass, its repeats a whole sweep apart, so each row has its own run-to-run spread.
+    public var passes = 4
     /// The IOVA every point maps at (the C helper uses the same).
     public var iova: UInt64 = 1 << 32
     /// bench/map_bench built static: takes turns with this tool in the comparison.
@@ -63,6 +68,7 @@ public struct BenchOptions {
         if repetitions < 1 { throw UsageError("--repetitions must be at least 1") }
         if warmup < 0 { throw UsageError("--warmup must not be negative") }
         if minRepetitions < 1 { throw UsageError("--min-repetitions must be at least 1") }
+        if passes < 1 { throw UsageError("--passes must be at least 1") }
         if !(budgetSeconds >= 0) { throw UsageError("--budget must not be negative") }
         if iova % (1 << 30) != 0 { throw UsageError("--iova must be 1 GiB aligned") }
         if backends.isEmpty || kinds.isEmpty || sizes.isEmpty { throw UsageError("nothing to measure") }
@@ -112,7 +118,7 @@ public struct BenchOptions {
         BenchSettings(backends: backends.map(\.rawValue), kinds: kinds.map(\.rawValue), sizes: Array(Set(sizes)).sorted(),
                       repetitions: repetitions, warmup: warmup, minRepetitions: min(minRepetitions, repetitions),
                       budgetSeconds: budgetSeconds, iova: iova, rounds: rounds, roundPairs: roundPairs, seed: seed,
-                      guestSizes: guestSizes, guestBelow4G: guestBelow4G, guestBackend: guestBackend?.rawValue)
+                      guestSizes: guestSizes, guestBelow4G: guestBelow4G, guestBackend: guestBackend?.rawValue, passes: passes)
     }
 
     /// QEMU's backend for guest RAM: type1v2 when measured, else the first.
@@ -191,21 +197,28 @@ public final class BenchRunner {
         let sides = options.cHelper == nil ? 1 : 2
         let blocks = options.rounds * sides * options.comparisonSizes.count * comparisonBackends.count
         let guests = options.guestBackend == nil ? 0 : options.guestKinds.map { BenchOptions.guestSizes(for: $0, from: options.guestSizes).count }.reduce(0, +)
-        emit(.header(run, planned: plan.count + blocks + guests))
+        let passes = options.passes
+        emit(.header(run, planned: (plan.count + guests) * passes + blocks))
         var done = 0
-        for backend in options.backends {
-            let entries = plan.filter { $0.backend == backend }
-            let points = try runBackend(backend, entries) { p in
-                done += 1
-                progress("[\(done)/\(plan.count)] \(p.backend) \(p.kind) \(formatSize(p.size)): " + Self.progressText(p))
-                emit(.point(p))
+        var measured: [BenchPoint] = []
+        // Pass after pass over the whole sweep: a point's repeats lie a sweep apart.
+        for pass in 0..<passes {
+            for backend in options.backends {
+                let entries = plan.filter { $0.backend == backend }
+                measured += try runBackend(backend, entries, pass: pass) { p in
+                    done += 1
+                    progress("[\(done)/\(plan.count * passes)] pass \(pass + 1) \(p.backend) \(p.kind) \(formatSize(p.size)): " + Self.progressText(p))
+                    emit(.point(p))
+                }
             }
-            run.points += points
         }
+        run.points = BenchPoint.mergePasses(measured)
         if options.cHelper != nil { run.cHelper = CHelperResult(commands: [], points: []) }
         run.rounds = try runComparison(helper: &run.cHelper, progress: progress)
         if let h = run.cHelper { emit(.cHelper(h)) }
-        run.points += try runGuest(progress: progress)
+        var guestPoints: [BenchPoint] = []
+        for pass in 0..<passes { guestPoints += try runGuest(pass: pass, progress: progress) }
+        run.points += BenchPoint.mergePasses(guestPoints)
         run.seconds = Double(monotonicNanos() - start) / 1e9
         run.recompute()
         emit(.end(seconds: run.seconds!))
@@ -220,10 +233,11 @@ public final class BenchRunner {
         }
     }
 
-    func runBackend(_ backend: BackendKind, _ entries: [BenchPlanEntry], each: (BenchPoint) -> Void) throws -> [BenchPoint] {
+    func runBackend(_ backend: BackendKind, _ entries: [BenchPlanEntry], pass: Int = 0, each: (BenchPoint) -> Void) throws -> [BenchPoint] {
         func all(_ status: BenchPoint.Status, _ reason: String) -> [BenchPoint] {
             entries.map { e in
-                let p = BenchPoint(backend: backend.rawValue, kind: e.kind.rawValue, size: e.size, status: status, reason: reason)
+                var p = BenchPoint(backend: backend.rawValue, kind: e.kind.rawValue, size: e.size, status: status, reason: reason)
+                p.pass = pass
                 each(p)
                 return p
             }
@@ -256,12 +270,14 @@ public final class BenchRunner {
             if e.kind.needsDevice && !session.deviceOpen {
                 do { try session.openDevice() } catch {
                     p = BenchPoint(backend: backend.rawValue, kind: e.kind.rawValue, size: e.size, status: .error, reason: "device open failed: \(error)")
+                    p.pass = pass
                     out.append(p)
                     each(p)
                     continue
                 }
             }
             p = measure(e, session: session)
+            p.pass = pass
             if let log = session.kmsg?.drain() {
                 let fatal = KernelLog.fatalLines(log)
                 if !fatal.isEmpty {
@@ -320,9 +336,10 @@ public final class BenchRunner {
         mapNs.reserveCapacity(options.repetitions)
         unmapNs.reserveCapacity(options.repetitions)
         var start: UInt64 = 0
+        let brackets = IoctlBrackets()
         var cpu0 = ThreadCPU.now()
         for i in 0..<total {
-            if i == options.warmup { start = monotonicNanos(); cpu0 = ThreadCPU.now() }
+            if i == options.warmup { brackets.calibrate(); start = monotonicNanos(); cpu0 = brackets.start() }
             let t0 = monotonicNanos()
             let r = c.map(vaddr: region.vaddr, iova: iova, size: size, flags: .readWrite)
             let t1 = monotonicNanos()
@@ -349,9 +366,9 @@ public final class BenchRunner {
                 if mapNs.count >= minimum && monotonicNanos() - start > budget { break }
             }
         }
-        let cpu = ThreadCPU.now() - cpu0
+        let cpu = brackets.stop() - cpu0
         var p = point(.ok, nil, map: mapNs, unmap: unmapNs, props: props)
-        (p.userMicros, p.systemMicros, p.cpuMicros) = (cpu.user, cpu.system, cpu.total)
+        (p.userMicros, p.systemMicros, p.cpuMicros, p.brackets) = (cpu.user, cpu.system, cpu.total, brackets.result)
         return p
     }
 
@@ -371,6 +388,10 @@ public final class BenchRunner {
             var user_us: Double?
             var sys_us: Double?
             var cpu_us: Double?
+            var bracket_ns: UInt64?
+            var bracket_calls: Int?
+            var empty_inside_median_ns: UInt64?
+            var empty_whole_median_ns: UInt64?
         }
         var schema: String
         var kernel: String
@@ -384,10 +405,14 @@ public final class BenchRunner {
             var props: [String: String] = [:]
             if let o = p.vaddr_offset { props["vaddr_offset_2m"] = String(o) }
             if let k = p.anon_huge_kb { props["anon_huge_kb"] = String(k) }
-            return BenchPoint(backend: p.backend, kind: p.kind, source: "c", size: p.size,
-                              status: p.status == "ok" ? .ok : .error, reason: p.reason, warmup: p.warmup ?? 0,
-                              mapNanos: p.map_ns ?? [], unmapNanos: p.unmap_ns ?? [], properties: props,
-                              userMicros: p.user_us, systemMicros: p.sys_us, cpuMicros: p.cpu_us)
+            var b = BenchPoint(backend: p.backend, kind: p.kind, source: "c", size: p.size,
+                               status: p.status == "ok" ? .ok : .error, reason: p.reason, warmup: p.warmup ?? 0,
+                               mapNanos: p.map_ns ?? [], unmapNanos: p.unmap_ns ?? [], properties: props,
+                               userMicros: p.user_us, systemMicros: p.sys_us, cpuMicros: p.cpu_us)
+            if let i = p.bracket_ns, let n = p.bracket_calls, let ei = p.empty_inside_median_ns, let ew = p.empty_whole_median_ns {
+                b.brackets = CPUBrackets(insideNanos: i, calls: n, emptyInside: Double(ei), emptyWhole: Double(ew))
+            }
+            return b
         }
     }
 
@@ -461,9 +486,10 @@ public final class BenchRunner {
         let c = session.space, iova = options.iova
         r.mapNanos.reserveCapacity(options.roundPairs)
         r.unmapNanos.reserveCapacity(options.roundPairs)
+        let brackets = IoctlBrackets()
         var cpu0 = ThreadCPU.now()
         for i in 0..<(options.warmup + options.roundPairs) {
-            if i == options.warmup { cpu0 = ThreadCPU.now() }
+            if i == options.warmup { brackets.calibrate(); cpu0 = brackets.start() }
             let t0 = monotonicNanos()
             let mr = c.map(vaddr: m.address, iova: iova, size: size, flags: .readWrite)
             let t1 = monotonicNanos()
@@ -477,8 +503,8 @@ public final class BenchRunner {
                 r.unmapNanos.append(t3 - t2)
             }
         }
-        let cpu = ThreadCPU.now() - cpu0
-        (r.userMicros, r.systemMicros, r.cpuMicros) = (cpu.user, cpu.system, cpu.total)
+        let cpu = brackets.stop() - cpu0
+        (r.userMicros, r.systemMicros, r.cpuMicros, r.brackets) = (cpu.user, cpu.system, cpu.total, brackets.result)
         return r
     }
 
@@ -499,6 +525,8 @@ public final class BenchRunner {
         guard let p = try? Self.parseCHelper(x.stdout).first else { return fail("unreadable output") }
         guard p.status == .ok else { return fail(p.reason ?? "error") }
         (r.mapNanos, r.unmapNanos, r.userMicros, r.systemMicros, r.cpuMicros) = (p.mapNanos, p.unmapNanos, p.userMicros, p.systemMicros, p.cpuMicros)
+        r.brackets = p.brackets
+        guard r.brackets != nil else { return fail("no CPU brackets in the C helper's output (an older bench/map_bench?)") }
         r.anonHugeKB = p.properties["anon_huge_kb"]
         return (r, line)
     }
@@ -524,12 +552,14 @@ public final class BenchRunner {
 
     /// Guest RAM mapped as QEMU maps it for VFIO: one MAP_DMA per q35 RAM slot, IOVA = guest
     /// physical address; timed for the whole guest (all slots), then unmapped slot by slot.
-    func runGuest(progress: (String) -> Void) throws -> [BenchPoint] {
+    func runGuest(pass: Int = 0, progress: (String) -> Void) throws -> [BenchPoint] {
         guard let backend = options.guestBackend else { return [] }
         let entries = options.guestKinds.flatMap { k in BenchOptions.guestSizes(for: k, from: options.guestSizes).map { (k, $0) } }
         guard !entries.isEmpty else { return [] }
         func point(_ k: String, _ size: UInt64, _ status: BenchPoint.Status, _ reason: String?) -> BenchPoint {
-            BenchPoint(backend: backend.rawValue, kind: k, size: size, status: status, reason: reason)
+            var p = BenchPoint(backend: backend.rawValue, kind: k, size: size, status: status, reason: reason)
+            p.pass = pass
+            return p
         }
         let session: Session
         do { session = try Session(backend: backend, group: group, options: benchRunOptions(), pci: pci) } catch let e as UsageError {
@@ -557,7 +587,8 @@ public final class BenchRunner {
                 }
             }
             p.seconds = Double(monotonicNanos() - began) / 1e9
-            progress("guest [\(i + 1)/\(entries.count)] \(kind) \(formatSize(size)): " + Self.progressText(p))
+            p.pass = pass
+            progress("guest pass \(pass + 1) [\(i + 1)/\(entries.count)] \(kind) \(formatSize(size)): " + Self.progressText(p))
             emit(.point(p))
             out.append(p)
         }
@@ -577,9 +608,10 @@ public final class BenchRunner {
         }
         let minimum = min(options.minRepetitions, options.repetitions)
         var start: UInt64 = 0
+        let brackets = IoctlBrackets()
         var cpu0 = ThreadCPU.now()
         for i in 0..<(options.warmup + options.repetitions) {
-            if i == options.warmup { start = monotonicNanos(); cpu0 = ThreadCPU.now() }
+            if i == options.warmup { brackets.calibrate(); start = monotonicNanos(); cpu0 = brackets.start() }
             let t0 = monotonicNanos()
             for s in slots {
                 if case .failure(let e) = c.map(vaddr: region.vaddr + s.hostOffset, iova: s.gpa, size: s.size, flags: .readWrite) {
@@ -599,15 +631,54 @@ public final class BenchRunner {
                 if mapNs.count >= minimum && monotonicNanos() - start > UInt64(options.budgetSeconds * 1e9) { break }
             }
         }
-        let cpu = ThreadCPU.now() - cpu0
-        return BenchPoint(backend: backend.rawValue, kind: kind, size: size, warmup: options.warmup, mapNanos: mapNs, unmapNanos: unmapNs,
-                          properties: props, userMicros: cpu.user, systemMicros: cpu.system, cpuMicros: cpu.total)
+        let cpu = brackets.stop() - cpu0
+        var p = BenchPoint(backend: backend.rawValue, kind: kind, size: size, warmup: options.warmup, mapNanos: mapNs, unmapNanos: unmapNs,
+                           properties: props, userMicros: cpu.user, systemMicros: cpu.system, cpuMicros: cpu.total)
+        p.brackets = brackets.result
+        return p
     }
 }
 
-/// The calling thread's CPU time, µs: the exact total (CLOCK_THREAD_CPUTIME_ID) and its user /
-/// system split (getrusage RUSAGE_THREAD), which the kernel samples by the tick: over a short
-/// window the split is statistical, the total is not.
+/// Every ioctl this thread makes through cvfio_ioctl between start() and stop(), bracketed by
+/// thread-CPU reads (cvfio_cpu.h, as bench/map_bench.c does), with the empty brackets timed
+/// before. Stops on deinit, so an early return leaves no bracket behind.
+final class IoctlBrackets {
+    private let bracket = UnsafeMutablePointer<cvfio_bracket>.allocate(capacity: 1)
+    private var cost = cvfio_bracket_cost(inside_ns: 0, whole_ns: 0, n: 0)
+    private var running = false
+
+    init() { bracket.initialize(to: cvfio_bracket(inside_ns: 0, calls: 0)) }
+
+    func calibrate() { cost = cvfio_bracket_calibrate() }
+
+    /// Starts bracketing; returns the thread's CPU time at the start of the window.
+    func start() -> ThreadCPU {
+        cvfio_bracket_set(bracket)
+        running = true
+        return ThreadCPU.now()
+    }
+
+    /// The thread's CPU time at the end of the window; stops bracketing.
+    func stop() -> ThreadCPU {
+        let t = ThreadCPU.now()
+        cvfio_bracket_set(nil)
+        running = false
+        return t
+    }
+
+    var result: CPUBrackets {
+        CPUBrackets(insideNanos: bracket.pointee.inside_ns, calls: Int(bracket.pointee.calls), emptyInside: Double(cost.inside_ns),
+                    emptyWhole: Double(cost.whole_ns), calibrations: cost.n > 0 ? 1 : 0)
+    }
+
+    deinit {
+        if running { cvfio_bracket_set(nil) }
+        bracket.deallocate()
+    }
+}
+
+/// The calling thread's CPU time, µs: the exact total (CLOCK_THREAD_CPUTIME_ID) and getrusage's
+/// user / system split (RUSAGE_THREAD), which the kernel samples by the tick: a cross-check only.
 struct ThreadCPU {
     var user: Double
     var system: Double

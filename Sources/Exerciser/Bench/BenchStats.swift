@@ -83,6 +83,22 @@ public enum Bootstrap {
         return Interval(estimate: xs.reduce(0, +) / Double(n), low: lo, high: hi, n: n)
     }
 
+    /// Median of `xs` with the percentile interval of the medians of `resamples` resamples: the
+    /// robust figure where a few rounds carry outliers (under TCG the host descheduling the vCPU
+    /// is charged to whatever the guest thread was doing). nil for fewer than 2 values.
+    public static func median(_ xs: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
+        guard xs.count >= 2, xs.allSatisfy(\.isFinite) else { return nil }
+        var rng = SeededRNG(seed: seed)
+        let n = xs.count
+        var meds = [Double](repeating: 0, count: resamples)
+        for b in 0..<resamples { meds[b] = BenchMath.median((0..<n).map { _ in xs[Int(rng.next() % UInt64(n))] })! }
+        meds.sort()
+        let tail = (1 - level) / 2
+        let lo = meds[max(0, Int((tail * Double(resamples)).rounded(.down)))]
+        let hi = meds[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
+        return Interval(estimate: BenchMath.median(xs)!, low: lo, high: hi, n: n)
+    }
+
     /// Paired ratio a_i / b_i per round: geometric mean and its interval (bootstrap of the logs).
     public static func ratio(_ a: [Double], _ b: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
         guard a.count == b.count, a.allSatisfy({ $0 > 0 }), b.allSatisfy({ $0 > 0 }) else { return nil }
@@ -136,6 +152,73 @@ public enum NoiseFloor {
         let rank = Int((quantile * Double(d.count)).rounded(.up))
         return (exp(d[min(max(rank, 1), d.count) - 1]) - 1, d.count)
     }
+}
+
+/// The exact user/system split of timed ioctls: CLOCK_THREAD_CPUTIME_ID read right before and
+/// right after each one (Sources/CVFIO/include/cvfio_cpu.h, the same code in this tool and in
+/// bench/map_bench.c), and empty brackets timed in the same run. Blocks add up.
+public struct CPUBrackets: Codable, Equatable, Sendable {
+    /// CPU ns inside the brackets of the timed ioctls, and how many there were.
+    public var insideNanos: UInt64
+    public var calls: Int
+    /// The calibration (medians over its empty brackets), ns: inside one empty bracket (the
+    /// reads' own share of what a bracket holds), and one bracket's whole cost to the thread.
+    /// Merged blocks: their mean weighted by calls, so the split of the sum is the sum of splits.
+    public var emptyInside: Double
+    public var emptyWhole: Double
+    /// Calibrations behind it.
+    public var calibrations: Int
+
+    public init(insideNanos: UInt64, calls: Int, emptyInside: Double, emptyWhole: Double, calibrations: Int = 1) {
+        self.insideNanos = insideNanos
+        self.calls = calls
+        self.emptyInside = emptyInside
+        self.emptyWhole = emptyWhole
+        self.calibrations = calibrations
+    }
+
+    /// The kernel's share of the calls, ns: inside the brackets less the empty brackets' inside
+    /// (syscall entry, the pinning, exit; and libc's few-instruction stub).
+    public var kernelNanos: Double { Double(insideNanos) - Double(calls) * emptyInside }
+
+    /// What the thread spent outside the ioctls and outside the brackets, ns: the tool's own side.
+    public func toolNanos(threadCPUNanos total: Double) -> Double {
+        total - kernelNanos - Double(calls) * emptyWhole
+    }
+
+    public static func + (a: CPUBrackets, b: CPUBrackets) -> CPUBrackets {
+        let n = a.calls + b.calls
+        func mix(_ x: Double, _ y: Double) -> Double { n == 0 ? (x + y) / 2 : (x * Double(a.calls) + y * Double(b.calls)) / Double(n) }
+        return CPUBrackets(insideNanos: a.insideNanos + b.insideNanos, calls: n, emptyInside: mix(a.emptyInside, b.emptyInside),
+                           emptyWhole: mix(a.emptyWhole, b.emptyWhole), calibrations: a.calibrations + b.calibrations)
+    }
+}
+
+/// How far one row's repeats (passes over the whole sweep, interleaved) move its median, and
+/// the margin a baseline comparison puts on it.
+extension NoiseFloor {
+    /// The largest change between two of `medians` (exp(max |ln a/b|) − 1); nil for fewer than two.
+    public static func largest(_ medians: [Double]) -> Double? {
+        let xs = medians.filter { $0 > 0 }
+        guard xs.count >= 2, let lo = xs.min(), let hi = xs.max() else { return nil }
+        return hi / lo - 1
+    }
+
+    /// The per-row false-flag rate the margin is set for: ~120 rows × 2 calls are compared, so
+    /// an unchanged run is flagged somewhere with probability ≈ 1 − (1 − 1e-4)^240 ≈ 2.4 %.
+    public static let falseFlagRate = 1e-4
+
+    /// c such that, for Gaussian noise in the log of a repeat's median, an unchanged row gives
+    /// |ln(pooled_A / pooled_B)| > c · max(range_A, range_B) with probability `falseFlagRate`
+    /// when each run has `passes` repeats (range = largest repeat-to-repeat change in logs).
+    /// Simulated (4·10⁷ draws per count): with few repeats the observed range is often far below
+    /// the true spread, so the bound has to stretch it, heavily for two.
+    public static func margin(passes: Int) -> Double? {
+        guard passes >= 2 else { return nil }
+        return marginTable[min(passes, marginTable.count + 1) - 2]
+    }
+
+    static let marginTable: [Double] = [56.2, 5.57, 2.49, 1.62, 1.22, 0.99, 0.84]
 }
 
 /// Guest RAM as QEMU's q35 lays it out, one VFIO mapping per RAM section.
