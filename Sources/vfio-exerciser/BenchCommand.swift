@@ -133,6 +133,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "With --vm: do not also time the default matrix on each kernel.")
     var noMatrixTime = false
 
+    @Option(help: "With --vm: boot each kernel this many times and merge the runs, so a state that lasts a boot enters each row's noise floor (use 2 or more for --baseline).")
+    var boots = 1
+
     /// Everything checkable without a kernel, at parse time.
     func validate() throws {
         if let d = device { try validatePCIAddress(d, "--device") }
@@ -140,6 +143,7 @@ struct Bench: ParsableCommand {
         guard (0...1_000_000).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 1000000") }
         guard (1...1_000_000).contains(minRepetitions) else { throw ValidationError("--min-repetitions must be between 1 and 1000000") }
         guard (1...1000).contains(passes) else { throw ValidationError("--passes must be between 1 and 1000") }
+        guard (1...16).contains(boots) else { throw ValidationError("--boots must be between 1 and 16") }
         guard budget.isFinite, budget >= 0, budget <= 1_000_000 else { throw ValidationError("--budget must be between 0 and 1000000 seconds") }
         if let t = threshold { guard t.isFinite, t > 0, t <= 1_000_000 else { throw ValidationError("--threshold must be a positive percentage") } }
         guard (0...10_000).contains(rounds), rounds != 1 else { throw ValidationError("--rounds must be 0 (no comparison) or between 2 and 10000") }
@@ -293,9 +297,16 @@ struct Bench: ParsableCommand {
         for k in kernels {
             let name = k.replacingOccurrences(of: ":", with: "-")
             let c = guest.config(kernel: k, outDir: outRoot + "/" + name, configsDir: configsDir, timeout: timeout, prepared: prepared)
-            let outcome = try VMHarness(config: c, progress: progress).runBench(benchArgs: guestArguments, cHelper: helper)
-            progressDone()
-            guard var r = outcome.run else { continue }
+            // Each boot in its own directory; their runs merged row by row.
+            var perBoot: [BenchRun] = []
+            for b in 0..<boots {
+                var bc = c
+                if boots > 1 { bc.outDir = c.outDir + "/boot-\(b + 1)" }
+                let outcome = try VMHarness(config: bc, progress: progress).runBench(benchArgs: guestArguments, cHelper: helper)
+                progressDone()
+                if let r = outcome.run { perBoot.append(r) }
+            }
+            guard var r = BenchRun.acrossBoots(perBoot) else { continue }
             if !noMatrixTime {
                 var mc = c
                 mc.outDir = c.outDir + "/matrix"

@@ -293,3 +293,55 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(s.run?.noise).floor, 0.1, accuracy: 1e-9)
     }
 }
+
+/// bench --boots: rows measured in several boots are one row whose floor spans the boots.
+final class BenchBootsTests: XCTestCase {
+    func row(_ medians: [UInt64], boots: Int? = nil) -> BenchPoint {
+        var p = BenchPoint(backend: "type1", kind: "bar", size: 4096, mapNanos: medians, unmapNanos: medians)
+        p.passes = medians.map { PassSummary(mapP50: $0, unmapP50: $0, n: 8) }
+        p.boots = boots
+        return p
+    }
+
+    func run(_ points: [BenchPoint], boots: Int? = nil) -> BenchRun {
+        var r = BenchRun(kernelRelease: "6.1.0-50-amd64", device: "vm", started: "now",
+                         settings: BenchSettings(backends: ["type1"], kinds: ["bar"], sizes: [4096], repetitions: 8, warmup: 1,
+                                                 minRepetitions: 2, budgetSeconds: 0.5, iova: 0x100000, passes: 4),
+                         points: points)
+        r.boots = boots
+        return r
+    }
+
+    func testBootsConcatenateEachRowsPasses() throws {
+        let a = run([row([7000, 7100, 6900, 7050])]), b = run([row([10500, 10200, 11000, 9900])])
+        let m = try XCTUnwrap(BenchRun.acrossBoots([a, b]))
+        XCTAssertEqual(m.boots, 2)
+        let p = try XCTUnwrap(m.points.first)
+        XCTAssertEqual(p.passes?.count, 8)
+        XCTAssertEqual(p.passesPerBoot, 4, "the margin is set for the passes of one boot")
+        XCTAssertEqual(p.mapNanos.count, 8)
+        XCTAssertGreaterThan(try XCTUnwrap(p.mapFloor), 0.5, "the boot-to-boot jump is in the floor")
+    }
+
+    /// The fourth unchanged run's case: one boot whose row sat 45 % higher in every pass. With two
+    /// boots per run that state is in the floor and the row is not flagged; a 2x slower row on
+    /// both boots still is.
+    func testABootLongStateIsNotAChangeButTwiceSlowerIs() throws {
+        let base = try XCTUnwrap(BenchRun.acrossBoots([run([row([7000, 7100, 6900, 7050])]), run([row([10500, 10200, 11000, 9900])])]))
+        let same = try XCTUnwrap(BenchRun.acrossBoots([run([row([7050, 6950, 7000, 7100])]), run([row([7000, 7150, 6900, 7000])])]))
+        XCTAssertEqual(BenchComparison.compare(baseline: base, current: same).rows.first?.flag, .same)
+        let oneBoot = BenchComparison.compare(baseline: run([row([10500, 10200, 11000, 9900])]), current: run([row([7050, 6950, 7000, 7100])]))
+        XCTAssertEqual(oneBoot.rows.first?.flag, .faster, "one boot each: the boot-long state looks like a change")
+        let slow = try XCTUnwrap(BenchRun.acrossBoots([run([row([14000, 14200, 13800, 14100])]), run([row([14100, 13900, 14000, 14050])])]))
+        let same2 = try XCTUnwrap(BenchRun.acrossBoots([run([row([7050, 6950, 7000, 7100])]), run([row([7000, 7150, 6900, 7000])])]))
+        XCTAssertEqual(BenchComparison.compare(baseline: same2, current: slow).rows.first?.flag, .slower)
+    }
+
+    func testAnErrorInAnyBootIsTheRowsError() throws {
+        var bad = row([1])
+        bad.status = .error
+        bad.reason = "EFAULT"
+        let m = try XCTUnwrap(BenchRun.acrossBoots([run([row([7000, 7100])]), run([bad])]))
+        XCTAssertEqual(m.points.first?.status, .error)
+    }
+}

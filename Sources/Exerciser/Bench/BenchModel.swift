@@ -100,6 +100,8 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     public var pass: Int?
     /// The merged passes, in order: each one's medians (the repeats the row's noise comes from).
     public var passes: [PassSummary]?
+    /// Boots the passes came from (bench --boots); nil: one.
+    public var boots: Int?
 
     public init(backend: String, kind: String, source: String = "swift", size: UInt64, status: Status = .ok, reason: String? = nil,
                 warmup: Int = 0, mapNanos: [UInt64] = [], unmapNanos: [UInt64] = [], properties: [String: String] = [:],
@@ -182,15 +184,7 @@ public struct BenchPoint: Codable, Equatable, Sendable {
             p.pass = nil
             return p
         }
-        func sum(_ f: (BenchPoint) -> Double?) -> Double? {
-            let xs = ok.compactMap(f)
-            return xs.count == ok.count ? xs.reduce(0, +) : nil
-        }
-        let br = ok.compactMap(\.brackets)
-        var p = BenchPoint(backend: first.backend, kind: first.kind, source: first.source, size: first.size, warmup: first.warmup,
-                           mapNanos: ok.flatMap(\.mapNanos), unmapNanos: ok.flatMap(\.unmapNanos), properties: ok[0].properties,
-                           seconds: sum(\.seconds), userMicros: sum(\.userMicros), systemMicros: sum(\.systemMicros), cpuMicros: sum(\.cpuMicros))
-        p.brackets = br.count == ok.count ? br.dropFirst().reduce(br[0], +) : nil
+        var p = pooled(ok)
         p.passes = ok.compactMap { q in
             guard let m = q.map, let u = q.unmap else { return nil }
             return PassSummary(mapP50: m.p50, unmapP50: u.p50, n: m.count)
@@ -198,6 +192,39 @@ public struct BenchPoint: Codable, Equatable, Sendable {
         if ok.count < ps.count { p.reason = "\(ps.count - ok.count) of \(ps.count) passes skipped: \(ps.first { $0.status == .skip }?.reason ?? "")" }
         return p
     }
+
+    /// Samples pooled, CPU and brackets summed over points of one row.
+    static func pooled(_ ok: [BenchPoint]) -> BenchPoint {
+        func sum(_ f: (BenchPoint) -> Double?) -> Double? {
+            let xs = ok.compactMap(f)
+            return xs.count == ok.count ? xs.reduce(0, +) : nil
+        }
+        let first = ok[0], br = ok.compactMap(\.brackets)
+        var p = BenchPoint(backend: first.backend, kind: first.kind, source: first.source, size: first.size, warmup: first.warmup,
+                           mapNanos: ok.flatMap(\.mapNanos), unmapNanos: ok.flatMap(\.unmapNanos), properties: first.properties,
+                           seconds: sum(\.seconds), userMicros: sum(\.userMicros), systemMicros: sum(\.systemMicros), cpuMicros: sum(\.cpuMicros))
+        p.brackets = br.count == ok.count ? br.dropFirst().reduce(br[0], +) : nil
+        return p
+    }
+
+    /// One row measured in several boots (bench --boots): each boot's passes one after the
+    /// other, so a state that lasts a boot enters the row's floor; samples pooled. An error in
+    /// any boot makes the row an error; boots that skipped it are left out unless all did.
+    public static func acrossBoots(_ ps: [BenchPoint]) -> BenchPoint? {
+        guard let first = ps.first else { return nil }
+        if ps.count == 1 { return first }
+        if let bad = ps.first(where: { $0.status == .error }) { return bad }
+        let ok = ps.filter { $0.status == .ok }
+        guard !ok.isEmpty else { return first }
+        var p = pooled(ok)
+        p.passes = ok.flatMap { $0.passes ?? [] }
+        p.boots = ok.count
+        if ok.count < ps.count { p.reason = "\(ps.count - ok.count) of \(ps.count) boots skipped: \(ps.first { $0.status == .skip }?.reason ?? "")" }
+        return p
+    }
+
+    /// Passes per boot: what the margin of a comparison is set for (the floor spans the boots).
+    public var passesPerBoot: Int? { passes.map { $0.count / max(1, boots ?? 1) } }
 
     /// Per-pass points (as the stream carries them) merged per row, in the order rows first appear.
     public static func mergePasses(_ ps: [BenchPoint]) -> [BenchPoint] {
@@ -623,6 +650,30 @@ public struct BenchRun: Codable, Equatable, Sendable {
         recompute()
     }
 
+    /// Boots the points were measured in (bench --boots); nil: one.
+    public var boots: Int?
+
+    /// Runs of one kernel in several boots as one run: each row's passes from every boot (its
+    /// floor then spans boots), incidents and times added up; the Swift/C comparison and the
+    /// rest of the first boot's.
+    public static func acrossBoots(_ runs: [BenchRun]) -> BenchRun? {
+        guard var r = runs.first else { return nil }
+        guard runs.count > 1 else { return r }
+        var order: [String] = []
+        var groups: [String: [BenchPoint]] = [:]
+        for p in runs.flatMap(\.points) {
+            let k = "\(p.source) \(p.backend) \(p.kind) \(p.size)"
+            if groups[k] == nil { order.append(k) }
+            groups[k, default: []].append(p)
+        }
+        r.points = order.compactMap { BenchPoint.acrossBoots(groups[$0]!) }
+        r.boots = runs.count
+        r.incidents = runs.enumerated().flatMap { i, x in x.incidents.map { "boot \(i + 1): \($0)" } }
+        r.seconds = runs.compactMap(\.seconds).reduce(0, +)
+        r.qemuSeconds = runs.compactMap(\.qemuSeconds).reduce(0, +)
+        return r
+    }
+
     /// Derived fields from the samples: called whenever points or the C helper's result change.
     public mutating func recompute() {
         let samples = rounds ?? []
@@ -763,9 +814,9 @@ public struct BenchComparison: Codable, Equatable, Sendable {
         /// (floor, limit) for one call of one row.
         func limit(_ b: BenchPoint?, _ c: BenchPoint?, _ f: KeyPath<BenchPoint, Double?>, size: UInt64) -> (Double?, Double) {
             let own = [b, c].compactMap { $0?[keyPath: f] }
-            let n = [b, c].compactMap { $0?.passes?.count }.filter { $0 >= 2 }.min()
+            let n = [b, c].compactMap { $0?.passesPerBoot }.filter { $0 >= 2 }.min()
             guard let floor = own.max(), let n, let m = NoiseFloor.margin(passes: n) else { return (nil, fallback(size)) }
-            note(String(format: "its own noise: beyond (1 + floor)^%g − 1, floor = the larger of the two runs' largest change between two passes of that row and call (%d passes each: an unchanged row crosses it with p ≈ %g under Gaussian noise), and at least %g %% (the run-to-run shift of the host's speed, which passes within one run share)",
+            note(String(format: "its own noise: beyond (1 + floor)^%g − 1, floor = the larger of the two runs' largest change between two passes of that row and call (%d passes each, per boot: an unchanged row crosses it with p ≈ %g under Gaussian noise), and at least %g %% (the run-to-run shift of the host's speed, which passes within one run share)",
                                m, n, NoiseFloor.falseFlagRate, minimumLimit * 100))
             return (floor, max(exp(m * log1p(floor)) - 1, minimumLimit, threshold ?? 0))
         }

@@ -55,7 +55,8 @@ public enum BenchText {
     public static func header(_ run: BenchRun) -> String {
         let s = run.settings
         var lines = ["bench: \(run.name) — device \(run.device), started \(run.started)"]
-        var second = (s.passes.map { "\($0) passes over the whole sweep, each point once per pass; per pass " } ?? "")
+        var second = (run.boots.map { "\($0) boots of the kernel, " } ?? "")
+            + (s.passes.map { "\($0) passes over the whole sweep\(run.boots == nil ? "" : " per boot"), each point once per pass; per pass " } ?? "")
             + "\(s.repetitions) timed map+unmap pairs per point (stop early after \(s.minRepetitions) once \(String(format: "%g", s.budgetSeconds)) s are spent), \(s.warmup) warm-up, IOVA 0x\(String(s.iova, radix: 16))"
         if let sec = run.seconds { second += String(format: "; %.1f s in the guest", sec) }
         if let q = run.qemuSeconds { second += String(format: ", %.1f s QEMU start to power-off", q) }
