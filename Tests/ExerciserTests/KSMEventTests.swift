@@ -53,7 +53,7 @@ final class KSMEventTests: XCTestCase {
     // MARK: each observed state, judged
 
     func testPrivateKindsMergeTheTwinAndKeepThePinnedPages() throws {
-        for kind in [CaseKind.anonPrivate, .thp, .mlocked] {
+        for kind in [CaseKind.anonPrivate, .thp] {
             let (v, r) = try judge(kind, FakeEventKernel(memory: .privateAnon))
             XCTAssertEqual(r.observations, ["event": "ok", "twin": "merged", "pinned": "kept", "device_write": "seen", "cpu_write": "seen"])
             XCTAssertEqual(v.kind, .pass, "\(kind): \(v.reason)")
