@@ -85,6 +85,10 @@ struct VM: ParsableCommand {
         let guests = BootPlan.runs(kernels: guest.kernels(kernel, fallback: ["debian:6.1"]), boots: m.boots,
                                    selected: guestScript == nil ? boot : [BootPlan.plain], kinds: matrix.kinds)
         if guests.isEmpty { throw UsageError("--boot and --kind leave no guest to boot") }
+        if guests.count > 1, let o = matrix.output {
+            throw UsageError("--output \(o) takes one report and this run boots \(guests.count) guests (\(guests.map(\.label).joined(separator: ", "))): "
+                             + "add --boot plain or one --kernel, or read each from \(out)/<guest>/report.*")
+        }
         let kernels = guests.map(\.label)
         let configs = guests.map { g in
             var c = guest.config(kernel: g.kernel, outDir: absolutePath(out) + "/" + g.directory,

@@ -180,6 +180,23 @@ final class CLIFuzzTests: XCTestCase {
 
     /// Help requests, each through the built binary (main's real exit-0 path) and in process:
     /// exit 0, nothing on stderr, and the help screen of the command asked about.
+    /// Refused before any guest boots, through the real binary (run(), not only validation).
+    func testVMRefusalsThroughTheBinary() throws {
+        guard let exe = builtBinary() else { return XCTFail("no built vfio-exerciser binary next to the tests (swift build first)") }
+        let cases: [([String], String)] = [
+            // The plain and the movable boot of one kernel are two reports: --output cannot hold both.
+            (["vm", "--output", "/nonexistent/r.json"], "takes one report and this run boots 2 guests (debian:6.1, debian:6.1+movable)"),
+            (["vm", "--boot", "movabel"], "--boot movabel: no such boot (matrix.yaml has: plain, movable)"),
+        ]
+        let results = spawnAll(cases.map { (exe, $0.0) }, timeout: 30, environment: [:])
+        for ((argv, text), r) in zip(cases, results) {
+            let err = String(decoding: r.stderr, as: UTF8.self)
+            XCTAssertEqual(r.status, 2, "\(argv): \(err)")
+            XCTAssertTrue(err.contains(text), "\(argv): \(err.debugDescription)")
+            XCTAssertEqual(err.split(separator: "\n").count, 1, "\(argv): one line: \(err.debugDescription)")
+        }
+    }
+
     func testHelpThroughTheBinary() throws {
         guard let exe = builtBinary() else { return XCTFail("no built vfio-exerciser binary next to the tests (swift build first)") }
         let columns = 100

@@ -275,3 +275,25 @@ final class MovableCheckTests: XCTestCase {
         XCTAssertEqual(MovableCheck.stride(.anonPrivate), 1)
     }
 }
+
+/// A tree's plain and movable boots run side by side: they must share one layout of the tree.
+final class KernelTreeTests: XCTestCase {
+    func testTwoGuestsPreparingOneTreeAtOnceShareItsLayout() throws {
+        let fm = FileManager.default
+        let base = fm.temporaryDirectory.appendingPathComponent("tree-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? fm.removeItem(atPath: base) }
+        let tree = base + "/linux", cache = base + "/cache"
+        try fm.createDirectory(atPath: tree + "/arch/x86/boot", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: tree + "/include/config", withIntermediateDirectories: true)
+        try "all:\n".write(toFile: tree + "/Makefile", atomically: true, encoding: .utf8)
+        try "# CONFIG_MODULES is not set\n".write(toFile: tree + "/.config", atomically: true, encoding: .utf8)
+        try "bzImage".write(toFile: tree + "/arch/x86/boot/bzImage", atomically: true, encoding: .utf8)
+        try "7.3.4-mine\n".write(toFile: tree + "/include/config/kernel.release", atomically: true, encoding: .utf8)
+        let log = URL(fileURLWithPath: base + "/log")
+        let results = JobPool.run(count: 4, jobs: 4) { _ in Result { try KernelTree.prepare(tree, cache: cache, log: log) } }
+        let dirs = try results.map { try $0.get() }
+        XCTAssertEqual(Set(dirs).count, 1)
+        XCTAssertEqual(try String(contentsOfFile: dirs[0] + "/kver", encoding: .utf8), "7.3.4-mine")
+        XCTAssertEqual(try String(contentsOfFile: dirs[0] + "/vmlinuz", encoding: .utf8), "bzImage")
+    }
+}

@@ -56,7 +56,7 @@ echo "== the unpacked tarball runs the matrix in the test VM (no Swift on PATH)"
 rc=0
 abs=$PWD/$out
 (cd "$dir" && env -i HOME="$HOME" PATH=/usr/sbin:/usr/bin:/sbin:/bin ./bin/vfio-exerciser vm --kernel debian:6.1 \
-    --backend type1v2 --kind anon-private --kind hole --kind memfd --no-events --out "$abs/vm" --format json --output "$abs/vm.json") \
+    --boot plain --backend type1v2 --kind anon-private --kind hole --kind memfd --no-events --out "$abs/vm" --format json --output "$abs/vm.json") \
     2>"$out/vm.err" || rc=$?
 check "exit code is 0" test "$rc" -eq 0
 check "three cases passed" test "$(jq '[.results[] | select(.verdict.kind == "pass")] | length' "$out/vm.json")" -eq 3

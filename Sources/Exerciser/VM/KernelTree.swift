@@ -25,14 +25,27 @@ enum KernelTree {
         return !order.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
     }
 
-    /// Lays the tree out under `cache`/kernels/tree-<hash>; `log` gets make's output.
+    /// Trees laid out by this process: the guests of one `vm` (a tree's plain and movable
+    /// boots run side by side) share one layout instead of rebuilding it under each other.
+    nonisolated(unsafe) private static var prepared: [String: String] = [:]
+    private static let lock = NSLock()
+
+    /// Lays the tree out under `cache`/kernels/tree-<hash> once per process (and under a file
+    /// lock against another process doing it); `log` gets make's output.
     static func prepare(_ tree: String, cache: String, log: URL) throws -> String {
         let root = URL(fileURLWithPath: tree).standardizedFileURL.resolvingSymlinksInPath().path
+        lock.lock()
+        defer { lock.unlock() }
+        if let dir = prepared[root] { return dir }
         let (release, image) = try validate(root)
         let fm = FileManager.default
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in root.utf8 { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }  // FNV-1a: stable across runs
         let dir = cache + "/kernels/tree-" + String(hash, radix: 16)
+        try fm.createDirectory(atPath: cache + "/kernels", withIntermediateDirectories: true)
+        let lockFD = open(dir + ".lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        if lockFD >= 0 { flock(lockFD, LOCK_EX) }
+        defer { if lockFD >= 0 { close(lockFD) } }
         try? fm.removeItem(atPath: dir)
         try fm.createDirectory(atPath: dir + "/modules/lib/modules/" + release, withIntermediateDirectories: true)
         try fm.copyItem(atPath: image, toPath: dir + "/vmlinuz")
@@ -47,6 +60,7 @@ enum KernelTree {
             let d = try VMHarness.sh(["depmod", "-b", dir + "/modules", release], stderrTo: log)
             guard d.status == 0 else { throw UsageError("depmod failed for \(release) (\(log.path))") }
         }
+        prepared[root] = dir
         return dir
     }
 }
