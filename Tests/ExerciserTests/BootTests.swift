@@ -297,3 +297,16 @@ final class KernelTreeTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: dirs[0] + "/vmlinuz", encoding: .utf8), "bzImage")
     }
 }
+
+/// Opt-in event templates (`opt_in: true`) run only when --event names their event.
+final class OptInEventTests: XCTestCase {
+    func testKSMMergeRunsOnlyWhenAskedFor() throws {
+        let cfg = try EventConfig.load(EventTests.repoConfigs + "/events.yaml")
+        let m = Matrix(backends: BackendKind.allCases, cases: [])
+        XCTAssertFalse(cfg.plan(backends: nil, kinds: nil, events: nil, matrix: m).contains { $0.event == .ksmMerge })
+        let asked = cfg.plan(backends: nil, kinds: nil, events: [.ksmMerge], matrix: m)
+        XCTAssertEqual(Set(asked.compactMap(\.event)), [.ksmMerge])
+        XCTAssertEqual(asked.count, 16, "eight kinds on type1v2 and iommufd")
+        XCTAssertTrue(cfg.plan(backends: nil, kinds: nil, events: [.compact], matrix: m).allSatisfy { $0.event == .compact })
+    }
+}
