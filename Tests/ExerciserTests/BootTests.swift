@@ -238,7 +238,10 @@ final class MovableCheckTests: XCTestCase {
         defer { page.deallocate() }
         page.storeBytes(of: 1, as: UInt8.self)
         let a = UInt64(UInt(bitPattern: page))
-        guard PageInfo.pfns(a, pages: 1)[0] != nil else { throw XCTSkip("pagemap shows no PFNs to this user (needs root)") }
+        guard PageInfo.pfns(a, pages: 1)[0] != nil else {
+            HostPrecondition.pagemap.missing("pagemap shows no PFNs to this user")
+            throw XCTSkip("pagemap shows no PFNs to this user (needs root)")
+        }
         var rec = Runner.record(planned(.anonPrivate), iova: 0, outcome: .ok)
         MovableCheck.record(&rec, vaddr: a, before: [nil], pinned: 1, zones: all)
         let check = try XCTUnwrap(rec.checks.first { $0.name == "pinned-outside-movable" })
@@ -255,7 +258,10 @@ final class MovableCheckTests: XCTestCase {
         (page + 4096).storeBytes(of: 1, as: UInt8.self)
         let a = UInt64(UInt(bitPattern: page))
         let live = PageInfo.pfns(a, pages: 2)
-        guard live.allSatisfy({ $0 != nil }) else { throw XCTSkip("pagemap shows no PFNs to this user (needs root)") }
+        guard live.allSatisfy({ $0 != nil }) else {
+            HostPrecondition.pagemap.missing("pagemap shows no PFNs to this user")
+            throw XCTSkip("pagemap shows no PFNs to this user (needs root)")
+        }
         // Zones drawn around this process's two pages: the head in Normal, the tail in Movable.
         let head = live[0]!, tail = live[1]!
         let around = [PageInfo.Zone(name: "Normal", start: head, spanned: 1), PageInfo.Zone(name: "Movable", start: tail, spanned: 1)]

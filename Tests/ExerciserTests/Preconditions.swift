@@ -11,6 +11,8 @@ enum HostPrecondition: String, CaseIterable {
     case memfdSecret = "memfd-secret"
     case fsFile = "fs-file"
     case mlock
+    /// /proc/self/pagemap shows PFNs (root): the movable-zone checks read them.
+    case pagemap
 
     static let variable = "VFIO_EXERCISER_REQUIRE"
 
