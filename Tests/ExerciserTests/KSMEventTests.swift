@@ -197,6 +197,16 @@ final class KSMEventTests: XCTestCase {
         XCTAssertEqual(CaseKnobs.putBack(snap).count, 0, "nothing left to put back")
     }
 
+    func testSmartScanIsTurnedOffWhereTheKernelHasIt() {
+        let with = KSM.setup(present: { _ in true }), without = KSM.setup(present: { _ in false })
+        XCTAssertEqual(with.last?.0, "/sys/kernel/mm/ksm/smart_scan")
+        XCTAssertEqual(with.last?.1, "0", "a skipped twin can miss its partner's scan for good")
+        XCTAssertFalse(without.contains { $0.0.hasSuffix("/smart_scan") }, "before 6.7 there is no smart_scan to write")
+        XCTAssertFalse((with + without).contains { $0.0.hasSuffix("/run") }, "run=1 comes after MADV_MERGEABLE, not with the pace")
+        XCTAssertEqual(KSM.start.0, "/sys/kernel/mm/ksm/run")
+        XCTAssertTrue(KSM.knobs.contains("/sys/kernel/mm/ksm/smart_scan"), "saved, and put back after the case")
+    }
+
     func testTheMatrixCellSaysWhatKSMDid() {
         let o = ["event": "ok", "twin": "merged", "pinned": "kept", "device_write": "seen", "cpu_write": "seen"]
         XCTAssertEqual(CrossKernelMatrix.eventText(o, outcome: .ok), "seen/seen ksm:merged/kept")
