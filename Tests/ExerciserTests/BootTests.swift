@@ -306,13 +306,31 @@ final class KernelTreeTests: XCTestCase {
 
 /// Opt-in event templates (`opt_in: true`) run only when --event names their event.
 final class OptInEventTests: XCTestCase {
-    func testKSMMergeRunsOnlyWhenAskedFor() throws {
+    func testAnOptInTemplateRunsOnlyWhenAskedFor() throws {
+        let cfg = try EventConfig.parse(try Yams.compose(yaml: """
+            schema: 1
+            cases:
+              - kinds: [anon-private, thp]
+                events: [ksm-merge]
+                backends: [type1v2]
+                opt_in: true
+              - kinds: [anon-private]
+                events: [compact]
+                backends: [type1v2]
+            expectations: []
+            """)!, file: "t.yaml")
+        let m = Matrix(backends: BackendKind.allCases, cases: [])
+        XCTAssertEqual(cfg.plan(backends: nil, kinds: nil, events: nil, matrix: m).compactMap(\.event), [.compact])
+        let asked = cfg.plan(backends: nil, kinds: nil, events: [.ksmMerge], matrix: m)
+        XCTAssertEqual(asked.compactMap(\.event), [.ksmMerge, .ksmMerge])
+        XCTAssertEqual(cfg.plan(backends: nil, kinds: nil, events: [.compact], matrix: m).compactMap(\.event), [.compact])
+    }
+
+    func testKSMMergeIsInTheDefaultMatrixWithMlocked() throws {
         let cfg = try EventConfig.load(EventTests.repoConfigs + "/events.yaml")
         let m = Matrix(backends: BackendKind.allCases, cases: [])
-        XCTAssertFalse(cfg.plan(backends: nil, kinds: nil, events: nil, matrix: m).contains { $0.event == .ksmMerge })
-        let asked = cfg.plan(backends: nil, kinds: nil, events: [.ksmMerge], matrix: m)
-        XCTAssertEqual(Set(asked.compactMap(\.event)), [.ksmMerge])
-        XCTAssertEqual(asked.count, 16, "eight kinds on type1v2 and iommufd")
-        XCTAssertTrue(cfg.plan(backends: nil, kinds: nil, events: [.compact], matrix: m).allSatisfy { $0.event == .compact })
+        let ksm = cfg.plan(backends: nil, kinds: nil, events: nil, matrix: m).filter { $0.event == .ksmMerge }
+        XCTAssertEqual(ksm.count, 18, "nine kinds on type1v2 and iommufd")
+        XCTAssertTrue(ksm.contains { $0.kind == .mlocked })
     }
 }
