@@ -226,6 +226,61 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertTrue(two.slowerKinds.isEmpty)
     }
 
+    // MARK: - The host's drift between runs (yardsticks)
+
+    static func sticks(memory: [UInt64], cpu: [UInt64]) -> [Yardstick] {
+        zip(memory, cpu).map { Yardstick(at: "start", memoryNanos: $0, cpuNanos: $1) }
+    }
+
+    func testDriftWithinTheYardsticksOwnSpreadChangesNothing() throws {
+        let d = try XCTUnwrap(HostDrift(baseline: Self.sticks(memory: [100, 104, 102], cpu: [50, 50, 51]),
+                                        current: Self.sticks(memory: [103, 101, 105], cpu: [51, 50, 50])))
+        XCTAssertFalse(d.moved)
+        XCTAssertEqual(d.memoryFloor, 0.04, accuracy: 1e-9, "the larger spread: 104/100 and 105/101")
+        XCTAssertEqual(HostDrift.flag(change: 0.3, limit: 0.15, drift: d), .slower)
+        XCTAssertEqual(HostDrift.flag(change: -0.3, limit: 0.15, drift: d), .faster)
+        XCTAssertEqual(HostDrift.flag(change: 0.1, limit: 0.15, drift: d), .same)
+        XCTAssertNil(HostDrift(baseline: [], current: Self.sticks(memory: [1], cpu: [1])), "no yardstick in a run: no drift")
+    }
+
+    func testAHostThatMovedWidensOnlyTheSideItMovedTo() throws {
+        // The current run's host faulted memory 1.4× slower; the CPU loop did not move.
+        let d = try XCTUnwrap(HostDrift(baseline: Self.sticks(memory: [100, 102, 101], cpu: [50, 50, 50]),
+                                        current: Self.sticks(memory: [140, 141, 143], cpu: [50, 51, 50])))
+        XCTAssertTrue(d.moved)
+        XCTAssertEqual(d.slower, 141.0 / 101, accuracy: 1e-9)
+        XCTAssertEqual(d.faster, 1)
+        XCTAssertEqual(HostDrift.flag(change: 0.5, limit: 0.15, drift: d), .same, "1.5 < 1.15 × 1.396")
+        XCTAssertEqual(HostDrift.flag(change: 0.7, limit: 0.15, drift: d), .slower, "beyond the host's drift too")
+        XCTAssertEqual(HostDrift.flag(change: -0.2, limit: 0.15, drift: d), .faster, "faster while the host got slower stays a finding")
+    }
+
+    func testBaselineAllowsForTheHostsDrift() throws {
+        // A row 37 % faster in a run whose host faulted memory 1.45× faster: the host, not the kernel.
+        var base = Self.passRun([Self.row(size: 1 << 30, map: [80, 79, 81, 77])])
+        var cur = Self.passRun([Self.row(size: 1 << 30, map: [50, 51, 50, 49])], label: "debian:6.1 again")
+        XCTAssertEqual(BenchComparison.compare(baseline: base, current: cur).kinds.first?.flag, .faster, "without yardsticks it is flagged")
+        base.yardsticks = Self.sticks(memory: [145, 146, 150, 144], cpu: [50, 50, 51, 50])
+        cur.yardsticks = Self.sticks(memory: [100, 101, 100, 103], cpu: [50, 51, 50, 50])
+        let c = BenchComparison.compare(baseline: base, current: cur)
+        XCTAssertEqual(c.kinds.first?.flag, .same)
+        XCTAssertTrue(c.thresholdSource.contains("widened by the host's own drift"), c.thresholdSource)
+        XCTAssertTrue(BenchText.comparison(c).contains("host: the yardstick moved memory ×0.69"), BenchText.comparison(c))
+        // Yardsticks travel with the run through the stream and across boots.
+        var sent = cur
+        sent.yardsticks = nil
+        let stream = BenchEvent.header(sent, planned: 1).line + cur.yardsticks!.map { BenchEvent.yardstick($0).line }.joined()
+        XCTAssertEqual(BenchStreamContents(text: stream).run?.yardsticks, cur.yardsticks)
+        XCTAssertEqual(BenchRun.acrossBoots([base, cur])?.yardsticks?.count, 8)
+    }
+
+    func testTheYardstickMeasuresSomething() throws {
+        let y = try XCTUnwrap(Yardstick.measure(at: "start"))
+        XCTAssertGreaterThan(y.memoryNanos, 0)
+        XCTAssertGreaterThan(y.cpuNanos, 0)
+        XCTAssertEqual(y.at, "start")
+    }
+
     func testStreamOfPassesIsMergedPerRow() throws {
         var r = BenchTests.run([])
         r.points = []

@@ -634,6 +634,8 @@ public struct BenchRun: Codable, Equatable, Sendable {
     /// Guest-side wall time of the bench; QEMU start to power-off when run through the VM.
     public var seconds: Double?
     public var qemuSeconds: Double?
+    /// The host's speed through the run, for comparisons (nil in runs before it).
+    public var yardsticks: [Yardstick]?
 
     public init(tool: String = toolVersion, kernelRelease: String, label: String? = nil, device: String, started: String,
                 settings: BenchSettings, points: [BenchPoint] = [], cHelper: CHelperResult? = nil) {
@@ -671,6 +673,8 @@ public struct BenchRun: Codable, Equatable, Sendable {
         r.incidents = runs.enumerated().flatMap { i, x in x.incidents.map { "boot \(i + 1): \($0)" } }
         r.seconds = runs.compactMap(\.seconds).reduce(0, +)
         r.qemuSeconds = runs.compactMap(\.qemuSeconds).reduce(0, +)
+        let ys = runs.flatMap { $0.yardsticks ?? [] }
+        r.yardsticks = ys.isEmpty ? nil : ys
         return r
     }
 
@@ -777,6 +781,8 @@ public struct BenchComparison: Codable, Equatable, Sendable {
     public var kinds: [KindVerdict]
     public var baselineMatrixSeconds: Double?
     public var currentMatrixSeconds: Double?
+    /// The host's speed in the current run against the baseline's, from their yardsticks.
+    public var hostDrift: HostDrift?
 
     public var slowerKinds: [String] { kinds.filter { $0.flag == .slower }.map(\.kind) }
 
@@ -820,6 +826,11 @@ public struct BenchComparison: Codable, Equatable, Sendable {
                                m, n, NoiseFloor.falseFlagRate, minimumLimit * 100))
             return (floor, max(exp(m * log1p(floor)) - 1, minimumLimit, threshold ?? 0))
         }
+        let drift = HostDrift(baseline: baseline.yardsticks ?? [], current: current.yardsticks ?? [])
+        if let d = drift, d.moved {
+            note(String(format: "widened by the host's own drift between the runs (its yardstick: memory ×%.2f, CPU ×%.2f, beyond their spread of %.0f %% and %.0f %%)",
+                        d.memory, d.cpu, d.memoryFloor * 100, d.cpuFloor * 100))
+        }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {
             let b = base[key], c = cur[key]
@@ -833,7 +844,8 @@ public struct BenchComparison: Codable, Equatable, Sendable {
             if let bu = b?.unmapCenter, let cu = c?.unmapCenter, bu > 0 { row.unmapChange = cu / bu - 1 }
             let changes = [(row.mapChange, ml), (row.unmapChange, ul)].compactMap { ch, t in ch.map { ($0, t) } }
             if !changes.isEmpty {
-                row.flag = changes.contains { $0.0 > $0.1 } ? .slower : changes.contains { 1 + $0.0 < 1 / (1 + $0.1) } ? .faster : .same
+                let flags = changes.map { HostDrift.flag(change: $0.0, limit: $0.1, drift: drift) }
+                row.flag = flags.contains(.slower) ? .slower : flags.contains(.faster) ? .faster : .same
             }
             rows.append(row)
         }
@@ -858,7 +870,7 @@ public struct BenchComparison: Codable, Equatable, Sendable {
                                      largestChange: largest?.0, largestAt: largest?.1))
         }
         return BenchComparison(baseline: baseline.name, current: current.name, thresholdSource: source, threshold: threshold, rows: rows, kinds: kinds,
-                               baselineMatrixSeconds: baseline.matrix?.seconds, currentMatrixSeconds: current.matrix?.seconds)
+                               baselineMatrixSeconds: baseline.matrix?.seconds, currentMatrixSeconds: current.matrix?.seconds, hostDrift: drift)
     }
 }
 
@@ -869,11 +881,12 @@ public enum BenchEvent: Codable, Equatable, Sendable {
     case point(BenchPoint)
     case cHelper(CHelperResult)
     case round(RoundSample)
+    case yardstick(Yardstick)
     case end(seconds: Double)
 
     public static let marker = "VFXB "
 
-    enum CodingKeys: String, CodingKey { case type, run, planned, point, cHelper, round, seconds }
+    enum CodingKeys: String, CodingKey { case type, run, planned, point, cHelper, round, yardstick, seconds }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -882,6 +895,7 @@ public enum BenchEvent: Codable, Equatable, Sendable {
         case "point": self = .point(try c.decode(BenchPoint.self, forKey: .point))
         case "c-helper": self = .cHelper(try c.decode(CHelperResult.self, forKey: .cHelper))
         case "round": self = .round(try c.decode(RoundSample.self, forKey: .round))
+        case "yardstick": self = .yardstick(try c.decode(Yardstick.self, forKey: .yardstick))
         case "end": self = .end(seconds: try c.decode(Double.self, forKey: .seconds))
         case let t: throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown bench event \(t)")
         }
@@ -894,6 +908,7 @@ public enum BenchEvent: Codable, Equatable, Sendable {
         case .point(let p): try c.encode("point", forKey: .type); try c.encode(p, forKey: .point)
         case .cHelper(let h): try c.encode("c-helper", forKey: .type); try c.encode(h, forKey: .cHelper)
         case .round(let r): try c.encode("round", forKey: .type); try c.encode(r, forKey: .round)
+        case .yardstick(let y): try c.encode("yardstick", forKey: .type); try c.encode(y, forKey: .yardstick)
         case .end(let s): try c.encode("end", forKey: .type); try c.encode(s, forKey: .seconds)
         }
     }
@@ -925,6 +940,9 @@ public struct BenchStreamContents {
             case .round(let r):
                 if run?.rounds == nil { run?.rounds = [] }
                 run?.rounds?.append(r)
+            case .yardstick(let y):
+                if run?.yardsticks == nil { run?.yardsticks = [] }
+                run?.yardsticks?.append(y)
             case .end(let s): run?.seconds = s; finished = true
             case nil: continue
             }

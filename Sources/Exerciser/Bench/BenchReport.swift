@@ -70,6 +70,11 @@ public enum BenchText {
                                     e.engine, Double(e.bytes) / 1048576, e.seconds, e.cases, e.bytesPerSecond / 1048576))
             }
         }
+        if let ys = run.yardsticks, !ys.isEmpty {
+            func range(_ xs: [UInt64]) -> String { String(format: "%.1f–%.1f ms", Double(xs.min()!) / 1e6, Double(xs.max()!) / 1e6) }
+            lines.append("host yardstick (\(ys.count) samples\(run.boots.map { " over \($0) boots" } ?? "")): fault+write \(Yardstick.memoryBytes >> 20) MiB "
+                         + range(ys.map(\.memoryNanos)) + ", CPU loop " + range(ys.map(\.cpuNanos)))
+        }
         for i in run.incidents { lines.append("incident: \(i)") }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -209,6 +214,11 @@ public enum BenchText {
 
     public static func comparison(_ c: BenchComparison) -> String {
         var out = "comparison: \(c.baseline) → \(c.current); a row is flagged only when it moved beyond \(c.thresholdSource)\n"
+        if let d = c.hostDrift {
+            out += String(format: "host: the yardstick moved memory ×%.2f, CPU ×%.2f (current / baseline; each run's own spread %.0f %% and %.0f %%)%@\n",
+                          d.memory, d.cpu, d.memoryFloor * 100, d.cpuFloor * 100,
+                          d.moved ? ": beyond it, so the limits allow for it on that side" : ": within it, the limits are the rows' own")
+        }
         var rows = [["backend", "kind", "size", "map before", "map now", "change", "noise", "limit", "unmap before", "unmap now", "change", "noise", "limit", "flag"]]
         func lim(_ l: Double?) -> String { l.map { String(format: "±%.0f%%", $0 * 100) } ?? "-" }
         for r in c.rows {

@@ -199,6 +199,15 @@ public final class BenchRunner {
         let guests = options.guestBackend == nil ? 0 : options.guestKinds.map { BenchOptions.guestSizes(for: $0, from: options.guestSizes).count }.reduce(0, +)
         let passes = options.passes
         emit(.header(run, planned: (plan.count + guests) * passes + blocks))
+        // The yardstick three times at each stage: the host's speed through the run.
+        func yardstick(_ at: String) {
+            for _ in 0..<3 {
+                guard let y = Yardstick.measure(at: at) else { return }
+                run.yardsticks = (run.yardsticks ?? []) + [y]
+                emit(.yardstick(y))
+            }
+        }
+        yardstick("start")
         var done = 0
         var measured: [BenchPoint] = []
         // Pass after pass over the whole sweep: a point's repeats lie a sweep apart.
@@ -214,11 +223,14 @@ public final class BenchRunner {
         }
         run.points = BenchPoint.mergePasses(measured)
         if options.cHelper != nil { run.cHelper = CHelperResult(commands: [], points: []) }
+        yardstick("comparison")
         run.rounds = try runComparison(helper: &run.cHelper, progress: progress)
         if let h = run.cHelper { emit(.cHelper(h)) }
+        yardstick("guest")
         var guestPoints: [BenchPoint] = []
         for pass in 0..<passes { guestPoints += try runGuest(pass: pass, progress: progress) }
         run.points += BenchPoint.mergePasses(guestPoints)
+        yardstick("end")
         run.seconds = Double(monotonicNanos() - start) / 1e9
         run.recompute()
         emit(.end(seconds: run.seconds!))
