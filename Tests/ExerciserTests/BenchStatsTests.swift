@@ -228,8 +228,19 @@ final class BenchStatsTests: XCTestCase {
 
     // MARK: - The host's drift between runs (yardsticks)
 
-    static func sticks(memory: [UInt64], cpu: [UInt64]) -> [Yardstick] {
-        zip(memory, cpu).map { Yardstick(at: "start", memoryNanos: $0, cpuNanos: $1) }
+    /// One sample per stage (each its own `at`), unless `at` says otherwise.
+    static func sticks(memory: [UInt64], cpu: [UInt64], at: [String]? = nil) -> [Yardstick] {
+        zip(memory, cpu).enumerated().map { i, mc in Yardstick(at: at?[i] ?? "stage \(i)", memoryNanos: mc.0, cpuNanos: mc.1) }
+    }
+
+    func testOneSlowSampleInAStageDoesNotWidenTheSpread() throws {
+        // Run E's first boot: 124 ms once among 40-44 ms (the rest of its stage 43-44).
+        let at = ["start", "start", "start", "end", "end", "end"]
+        let e = Self.sticks(memory: [124, 43, 44, 42, 41, 41], cpu: [6, 6, 9, 6, 6, 6], at: at)
+        let d = try XCTUnwrap(HostDrift(baseline: e, current: e))
+        XCTAssertEqual(d.memoryFloor, 44.0 / 41 - 1, accuracy: 1e-9, "stage medians 44 and 41")
+        XCTAssertEqual(d.cpuFloor, 0)
+        XCTAssertEqual(d.memory, 1)
     }
 
     func testDriftWithinTheYardsticksOwnSpreadChangesNothing() throws {

@@ -53,15 +53,26 @@ public struct HostDrift: Codable, Equatable, Sendable {
     public var slower: Double
     public var faster: Double
 
+    /// Each stage's samples (a run of one `at`) give their median, so one descheduled sample does
+    /// not count; the drift is the ratio of the two runs' medians of those, the spread each run's
+    /// largest / smallest stage median − 1.
     public init?(baseline: [Yardstick], current: [Yardstick]) {
         guard !baseline.isEmpty, !current.isEmpty else { return nil }
-        func median(_ xs: [UInt64]) -> Double {
+        func median(_ xs: [Double]) -> Double {
             let s = xs.sorted()
-            return s.count % 2 == 1 ? Double(s[s.count / 2]) : (Double(s[s.count / 2 - 1]) + Double(s[s.count / 2])) / 2
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
         }
-        func spread(_ xs: [UInt64]) -> Double { Double(xs.max()!) / Double(max(1, xs.min()!)) - 1 }
-        let bm = baseline.map(\.memoryNanos), cm = current.map(\.memoryNanos)
-        let bc = baseline.map(\.cpuNanos), cc = current.map(\.cpuNanos)
+        func stages(_ ys: [Yardstick], _ f: (Yardstick) -> UInt64) -> [Double] {
+            var groups: [[Double]] = []
+            for (i, y) in ys.enumerated() {
+                if i == 0 || ys[i - 1].at != y.at { groups.append([]) }
+                groups[groups.count - 1].append(Double(f(y)))
+            }
+            return groups.map(median)
+        }
+        func spread(_ xs: [Double]) -> Double { xs.max()! / max(1, xs.min()!) - 1 }
+        let bm = stages(baseline, \.memoryNanos), cm = stages(current, \.memoryNanos)
+        let bc = stages(baseline, \.cpuNanos), cc = stages(current, \.cpuNanos)
         memory = median(cm) / max(1, median(bm))
         cpu = median(cc) / max(1, median(bc))
         memoryFloor = max(spread(bm), spread(cm))
