@@ -174,6 +174,7 @@ struct Bench: ParsableCommand {
 
     func options(device: String) throws -> BenchOptions {
         var o = BenchOptions(device: device)
+        o.tool = fullVersion
         if !backends.isEmpty { o.backends = backends }
         if !kinds.isEmpty { o.kinds = kinds }
         if !sizes.isEmpty {

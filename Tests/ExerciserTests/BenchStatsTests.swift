@@ -283,6 +283,9 @@ final class BenchStatsTests: XCTestCase {
         let stream = BenchEvent.header(sent, planned: 1).line + cur.yardsticks!.map { BenchEvent.yardstick($0).line }.joined()
         XCTAssertEqual(BenchStreamContents(text: stream).run?.yardsticks, cur.yardsticks)
         XCTAssertEqual(BenchRun.acrossBoots([base, cur])?.yardsticks?.count, 8)
+        XCTAssertNil(c.tools, "one build measured both")
+        cur.tool = "vfio-exerciser 0.1.0 (git 1a2b3c4d5e6f)"
+        XCTAssertTrue(BenchText.comparison(BenchComparison.compare(baseline: base, current: cur)).contains("measured by different builds: vfio-exerciser 0.1.0 → vfio-exerciser 0.1.0 (git 1a2b3c4d5e6f)"))
     }
 
     func testTheYardstickMeasuresSomething() throws {

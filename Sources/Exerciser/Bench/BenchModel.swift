@@ -783,6 +783,8 @@ public struct BenchComparison: Codable, Equatable, Sendable {
     public var currentMatrixSeconds: Double?
     /// The host's speed in the current run against the baseline's, from their yardsticks.
     public var hostDrift: HostDrift?
+    /// Both runs' `tool` when they differ: another build measured one of them.
+    public var tools: [String]?
 
     public var slowerKinds: [String] { kinds.filter { $0.flag == .slower }.map(\.kind) }
 
@@ -870,7 +872,8 @@ public struct BenchComparison: Codable, Equatable, Sendable {
                                      largestChange: largest?.0, largestAt: largest?.1))
         }
         return BenchComparison(baseline: baseline.name, current: current.name, thresholdSource: source, threshold: threshold, rows: rows, kinds: kinds,
-                               baselineMatrixSeconds: baseline.matrix?.seconds, currentMatrixSeconds: current.matrix?.seconds, hostDrift: drift)
+                               baselineMatrixSeconds: baseline.matrix?.seconds, currentMatrixSeconds: current.matrix?.seconds, hostDrift: drift,
+                               tools: baseline.tool == current.tool ? nil : [baseline.tool, current.tool])
     }
 }
 

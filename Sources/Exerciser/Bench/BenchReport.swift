@@ -214,6 +214,7 @@ public enum BenchText {
 
     public static func comparison(_ c: BenchComparison) -> String {
         var out = "comparison: \(c.baseline) → \(c.current); a row is flagged only when it moved beyond \(c.thresholdSource)\n"
+        if let t = c.tools { out += "measured by different builds: \(t[0]) → \(t[1])\n" }
         if let d = c.hostDrift {
             out += String(format: "host: the yardstick moved memory ×%.2f, CPU ×%.2f (current / baseline; each run's own spread %.0f %% and %.0f %%)%@\n",
                           d.memory, d.cpu, d.memoryFloor * 100, d.cpuFloor * 100,

@@ -38,6 +38,8 @@ public struct BenchOptions {
     public var tmpfsDir = "/dev/shm"
     public var fsdaxDir = "/mnt/dax"
     public var devdax: String?
+    /// Who measured: the version and build commit, so two runs of different builds say so.
+    public var tool = toolVersion
 
     public init(device: String) { self.device = device }
 
@@ -193,7 +195,7 @@ public final class BenchRunner {
         let start = monotonicNanos()
         let fmt = ISO8601DateFormatter()
         let device = "\(pci.address) [\(pci.vendor.dropFirst(2)):\(pci.device.dropFirst(2))] group \(group)"
-        var run = BenchRun(kernelRelease: kernelRelease(), device: device, started: fmt.string(from: Date()), settings: options.settings)
+        var run = BenchRun(tool: options.tool, kernelRelease: kernelRelease(), device: device, started: fmt.string(from: Date()), settings: options.settings)
         let sides = options.cHelper == nil ? 1 : 2
         let blocks = options.rounds * sides * options.comparisonSizes.count * comparisonBackends.count
         let guests = options.guestBackend == nil ? 0 : options.guestKinds.map { BenchOptions.guestSizes(for: $0, from: options.guestSizes).count }.reduce(0, +)
