@@ -230,7 +230,7 @@ final class BenchStatsTests: XCTestCase {
 
     /// One sample per stage (each its own `at`), unless `at` says otherwise.
     static func sticks(memory: [UInt64], cpu: [UInt64], at: [String]? = nil) -> [Yardstick] {
-        zip(memory, cpu).enumerated().map { i, mc in Yardstick(at: at?[i] ?? "stage \(i)", memoryNanos: mc.0, cpuNanos: mc.1) }
+        zip(memory, cpu).enumerated().map { i, mc in Yardstick(at: at?[i] ?? "stage \(i)", writeNanos: mc.0, cpuNanos: mc.1) }
     }
 
     func testOneSlowSampleInAStageDoesNotWidenTheSpread() throws {
@@ -238,16 +238,16 @@ final class BenchStatsTests: XCTestCase {
         let at = ["start", "start", "start", "end", "end", "end"]
         let e = Self.sticks(memory: [124, 43, 44, 42, 41, 41], cpu: [6, 6, 9, 6, 6, 6], at: at)
         let d = try XCTUnwrap(HostDrift(baseline: e, current: e))
-        XCTAssertEqual(d.memoryFloor, 44.0 / 41 - 1, accuracy: 1e-9, "stage medians 44 and 41")
+        XCTAssertEqual(d.writeFloor, 44.0 / 41 - 1, accuracy: 1e-9, "stage medians 44 and 41")
         XCTAssertEqual(d.cpuFloor, 0)
-        XCTAssertEqual(d.memory, 1)
+        XCTAssertEqual(d.write, 1)
     }
 
     func testDriftWithinTheYardsticksOwnSpreadChangesNothing() throws {
         let d = try XCTUnwrap(HostDrift(baseline: Self.sticks(memory: [100, 104, 102], cpu: [50, 50, 51]),
                                         current: Self.sticks(memory: [103, 101, 105], cpu: [51, 50, 50])))
         XCTAssertFalse(d.moved)
-        XCTAssertEqual(d.memoryFloor, 0.04, accuracy: 1e-9, "the larger spread: 104/100 and 105/101")
+        XCTAssertEqual(d.writeFloor, 0.04, accuracy: 1e-9, "the larger spread: 104/100 and 105/101")
         XCTAssertEqual(HostDrift.flag(change: 0.3, limit: 0.15, drift: d), .slower)
         XCTAssertEqual(HostDrift.flag(change: -0.3, limit: 0.15, drift: d), .faster)
         XCTAssertEqual(HostDrift.flag(change: 0.1, limit: 0.15, drift: d), .same)
@@ -255,7 +255,7 @@ final class BenchStatsTests: XCTestCase {
     }
 
     func testAHostThatMovedWidensOnlyTheSideItMovedTo() throws {
-        // The current run's host faulted memory 1.4× slower; the CPU loop did not move.
+        // The current run's host wrote memory 1.4× slower; the CPU loop did not move.
         let d = try XCTUnwrap(HostDrift(baseline: Self.sticks(memory: [100, 102, 101], cpu: [50, 50, 50]),
                                         current: Self.sticks(memory: [140, 141, 143], cpu: [50, 51, 50])))
         XCTAssertTrue(d.moved)
@@ -267,7 +267,7 @@ final class BenchStatsTests: XCTestCase {
     }
 
     func testBaselineAllowsForTheHostsDrift() throws {
-        // A row 37 % faster in a run whose host faulted memory 1.45× faster: the host, not the kernel.
+        // A row 37 % faster in a run whose host wrote memory 1.45× faster: the host, not the kernel.
         var base = Self.passRun([Self.row(size: 1 << 30, map: [80, 79, 81, 77])])
         var cur = Self.passRun([Self.row(size: 1 << 30, map: [50, 51, 50, 49])], label: "debian:6.1 again")
         XCTAssertEqual(BenchComparison.compare(baseline: base, current: cur).kinds.first?.flag, .faster, "without yardsticks it is flagged")
@@ -276,7 +276,7 @@ final class BenchStatsTests: XCTestCase {
         let c = BenchComparison.compare(baseline: base, current: cur)
         XCTAssertEqual(c.kinds.first?.flag, .same)
         XCTAssertTrue(c.thresholdSource.contains("widened by the host's own drift"), c.thresholdSource)
-        XCTAssertTrue(BenchText.comparison(c).contains("host: the yardstick moved memory ×0.69"), BenchText.comparison(c))
+        XCTAssertTrue(BenchText.comparison(c).contains("host: the yardstick moved memory writes ×0.69"), BenchText.comparison(c))
         // Yardsticks travel with the run through the stream and across boots.
         var sent = cur
         sent.yardsticks = nil
@@ -284,13 +284,20 @@ final class BenchStatsTests: XCTestCase {
         XCTAssertEqual(BenchStreamContents(text: stream).run?.yardsticks, cur.yardsticks)
         XCTAssertEqual(BenchRun.acrossBoots([base, cur])?.yardsticks?.count, 8)
         XCTAssertNil(c.tools, "one build measured both")
+        // Another kernel: the same yardsticks are reported, not allowed for.
+        cur.kernelRelease = "7.3.4+deb13-amd64"
+        let other = BenchComparison.compare(baseline: base, current: cur)
+        XCTAssertEqual(other.kinds.first?.flag, .faster)
+        XCTAssertEqual(other.hostDrift?.sameKernel, false)
+        XCTAssertTrue(BenchText.comparison(other).contains("different kernels, so it is not allowed for"))
+        cur.kernelRelease = base.kernelRelease
         cur.tool = "vfio-exerciser 0.1.0 (git 1a2b3c4d5e6f)"
         XCTAssertTrue(BenchText.comparison(BenchComparison.compare(baseline: base, current: cur)).contains("measured by different builds: vfio-exerciser 0.1.0 → vfio-exerciser 0.1.0 (git 1a2b3c4d5e6f)"))
     }
 
     func testTheYardstickMeasuresSomething() throws {
         let y = try XCTUnwrap(Yardstick.measure(at: "start"))
-        XCTAssertGreaterThan(y.memoryNanos, 0)
+        XCTAssertGreaterThan(y.writeNanos, 0)
         XCTAssertGreaterThan(y.cpuNanos, 0)
         XCTAssertEqual(y.at, "start")
     }

@@ -828,10 +828,11 @@ public struct BenchComparison: Codable, Equatable, Sendable {
                                m, n, NoiseFloor.falseFlagRate, minimumLimit * 100))
             return (floor, max(exp(m * log1p(floor)) - 1, minimumLimit, threshold ?? 0))
         }
-        let drift = HostDrift(baseline: baseline.yardsticks ?? [], current: current.yardsticks ?? [])
+        let drift = HostDrift(baseline: baseline.yardsticks ?? [], current: current.yardsticks ?? [],
+                              sameKernel: baseline.kernelRelease == current.kernelRelease)
         if let d = drift, d.moved {
-            note(String(format: "widened by the host's own drift between the runs (its yardstick: memory ×%.2f, CPU ×%.2f, beyond their spread of %.0f %% and %.0f %%)",
-                        d.memory, d.cpu, d.memoryFloor * 100, d.cpuFloor * 100))
+            note(String(format: "widened by the host's own drift between the runs (its yardstick: memory writes ×%.2f, CPU ×%.2f, beyond their spread of %.0f %% and %.0f %%)",
+                        d.write, d.cpu, d.writeFloor * 100, d.cpuFloor * 100))
         }
         var rows: [Row] = []
         for key in Set(base.keys).union(cur.keys).sorted() {

@@ -209,7 +209,7 @@ public final class BenchRunner {
                 emit(.yardstick(y))
             }
         }
-        _ = Yardstick.measure(at: "warm-up")  // the first touch of fresh guest memory runs ~3× slower
+        _ = Yardstick.measure(at: "warm-up")  // the first sample of a boot ran ~3× slower (run E)
         yardstick("start")
         var done = 0
         var measured: [BenchPoint] = []
