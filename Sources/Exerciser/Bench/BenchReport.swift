@@ -72,7 +72,7 @@ public enum BenchText {
         }
         if let ys = run.yardsticks, !ys.isEmpty {
             func range(_ xs: [UInt64]) -> String { String(format: "%.1f–%.1f ms", Double(xs.min()!) / 1e6, Double(xs.max()!) / 1e6) }
-            lines.append("host yardstick (\(ys.count) samples\(run.boots.map { " over \($0) boots" } ?? "")): writing \(Yardstick.writeBytes >> 20) MiB of resident pages "
+            lines.append("host yardstick (\(ys.count) samples\(run.boots.map { " over \($0) boots" } ?? "")): writing \(Yardstick.writeBytes >> 20) MiB of resident pages \(Yardstick.writePasses)× "
                          + range(ys.map(\.writeNanos)) + ", CPU loop " + range(ys.map(\.cpuNanos)))
         }
         for i in run.incidents { lines.append("incident: \(i)") }
