@@ -475,3 +475,15 @@ struct ArgvGenerator {
         return out
     }
 }
+
+/// `list`: every kind and every event a line, so --kind and --event values can be looked up.
+final class ListTests: XCTestCase {
+    func testListNamesEveryKindAndEvent() {
+        let lines = List.lines()
+        XCTAssertEqual(lines.count, CaseKind.allCases.count + CaseEvent.allCases.count)
+        for e in CaseEvent.allCases {
+            XCTAssertTrue(lines.contains { $0.hasPrefix(e.rawValue + " ") && $0.contains(" event ") && $0.hasSuffix(e.summary) }, e.rawValue)
+        }
+        XCTAssertTrue(lines.contains { $0.hasPrefix("anon-private ") && $0.contains(" region ") })
+    }
+}
