@@ -135,6 +135,11 @@ void cvfio_binding_install_handlers(void);
 
 /* Drop CAP_IPC_LOCK from every capability set of the calling process. */
 int cvfio_drop_ipc_lock(void);
+
+/* The bench's host yardstick: CLOCK_MONOTONIC ns for `passes` memsets of p[0, len), and for
+ * `iterations` rounds of xorshift; out of the optimizer's reach. */
+uint64_t cvfio_yardstick_write(void *p, size_t len, int passes);
+uint64_t cvfio_yardstick_cpu(uint64_t iterations);
 /* --- events (issue 13): mremap(MREMAP_MAYMOVE|MREMAP_FIXED); glibc's mremap is variadic. */
 void *cvfio_mremap_fixed(void *old_addr, size_t size, void *new_addr);
 /* --- end events */

@@ -1,3 +1,4 @@
+import CVFIO
 import Foundation
 import VFIO
 
@@ -15,7 +16,7 @@ public struct Yardstick: Codable, Equatable, Sendable {
     public var cpuNanos: UInt64
 
     public static let writeBytes = 32 << 20
-    /// One pass took 2.5-5.9 ms under TCG, too short against a deschedule (44 % spread).
+    /// One pass took 2.4-5.9 ms under TCG, too short against a deschedule (44-74 % spread).
     public static let writePasses = 8
     public static let cpuIterations = 4_000_000
     static let madvNoHugepage: Int32 = 15
@@ -33,15 +34,9 @@ public struct Yardstick: Codable, Equatable, Sendable {
         defer { munmap(p, writeBytes) }
         _ = madvise(p, writeBytes, madvNoHugepage)  // 4K pages whatever the guest's THP setting
         memset(p, 1, writeBytes)  // the faults, untimed
-        let t0 = monotonicNanos()
-        for i in 0..<writePasses { memset(p, Int32(2 + i), writeBytes) }
-        let t1 = monotonicNanos()
-        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
-        for _ in 0..<cpuIterations { x ^= x << 13; x ^= x >> 7; x ^= x << 17 }
-        sink = x
-        return Yardstick(at: at, writeNanos: t1 - t0, cpuNanos: monotonicNanos() - t1)
+        return Yardstick(at: at, writeNanos: cvfio_yardstick_write(p, writeBytes, Int32(writePasses)),
+                         cpuNanos: cvfio_yardstick_cpu(UInt64(cpuIterations)))
     }
-    nonisolated(unsafe) static var sink: UInt64 = 0
 }
 
 /// How far the host's speed moved between two runs, from their yardsticks.
