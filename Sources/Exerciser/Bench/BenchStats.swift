@@ -67,36 +67,28 @@ public enum Bootstrap {
     /// Mean of `xs` with the percentile interval of the means of `resamples` resamples (with
     /// replacement). nil for fewer than 2 values: one round gives no spread.
     public static func mean(_ xs: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
-        guard xs.count >= 2, xs.allSatisfy(\.isFinite) else { return nil }
-        var rng = SeededRNG(seed: seed)
-        let n = xs.count
-        var means = [Double](repeating: 0, count: resamples)
-        for b in 0..<resamples {
-            var s = 0.0
-            for _ in 0..<n { s += xs[Int(rng.next() % UInt64(n))] }
-            means[b] = s / Double(n)
-        }
-        means.sort()
-        let tail = (1 - level) / 2
-        let lo = means[max(0, Int((tail * Double(resamples)).rounded(.down)))]
-        let hi = means[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
-        return Interval(estimate: xs.reduce(0, +) / Double(n), low: lo, high: hi, n: n)
+        interval(xs, level: level, resamples: resamples, seed: seed) { $0.reduce(0, +) / Double($0.count) }
     }
 
     /// Median of `xs` with the percentile interval of the medians of `resamples` resamples: the
     /// robust figure where a few rounds carry outliers (under TCG the host descheduling the vCPU
     /// is charged to whatever the guest thread was doing). nil for fewer than 2 values.
     public static func median(_ xs: [Double], level: Double = level, resamples: Int = resamples, seed: UInt64 = 1) -> Interval? {
+        interval(xs, level: level, resamples: resamples, seed: seed) { BenchMath.median($0)! }
+    }
+
+    /// `statistic` of `xs` with the percentile interval of its values over `resamples` resamples
+    /// (with replacement, drawn from `seed`).
+    static func interval(_ xs: [Double], level: Double, resamples: Int, seed: UInt64, _ statistic: ([Double]) -> Double) -> Interval? {
         guard xs.count >= 2, xs.allSatisfy(\.isFinite) else { return nil }
         var rng = SeededRNG(seed: seed)
         let n = xs.count
-        var meds = [Double](repeating: 0, count: resamples)
-        for b in 0..<resamples { meds[b] = BenchMath.median((0..<n).map { _ in xs[Int(rng.next() % UInt64(n))] })! }
-        meds.sort()
+        var values = (0..<resamples).map { _ in statistic((0..<n).map { _ in xs[Int(rng.next() % UInt64(n))] }) }
+        values.sort()
         let tail = (1 - level) / 2
-        let lo = meds[max(0, Int((tail * Double(resamples)).rounded(.down)))]
-        let hi = meds[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
-        return Interval(estimate: BenchMath.median(xs)!, low: lo, high: hi, n: n)
+        let lo = values[max(0, Int((tail * Double(resamples)).rounded(.down)))]
+        let hi = values[min(resamples - 1, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1)]
+        return Interval(estimate: statistic(xs), low: lo, high: hi, n: n)
     }
 
     /// Paired ratio a_i / b_i per round: geometric mean and its interval (bootstrap of the logs).
@@ -184,6 +176,13 @@ public struct CPUBrackets: Codable, Equatable, Sendable {
     /// What the thread spent outside the ioctls and outside the brackets, ns: the tool's own side.
     public func toolNanos(threadCPUNanos total: Double) -> Double {
         total - kernelNanos - Double(calls) * emptyWhole
+    }
+
+    /// The blocks' brackets added up; nil unless every block has them.
+    public static func sum(_ bs: [CPUBrackets?]) -> CPUBrackets? {
+        let br = bs.compactMap { $0 }
+        guard let first = br.first, br.count == bs.count else { return nil }
+        return br.dropFirst().reduce(first, +)
     }
 
     public static func + (a: CPUBrackets, b: CPUBrackets) -> CPUBrackets {
