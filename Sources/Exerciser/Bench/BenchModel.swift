@@ -199,11 +199,11 @@ public struct BenchPoint: Codable, Equatable, Sendable {
             let xs = ok.compactMap(f)
             return xs.count == ok.count ? xs.reduce(0, +) : nil
         }
-        let first = ok[0], br = ok.compactMap(\.brackets)
+        let first = ok[0]
         var p = BenchPoint(backend: first.backend, kind: first.kind, source: first.source, size: first.size, warmup: first.warmup,
                            mapNanos: ok.flatMap(\.mapNanos), unmapNanos: ok.flatMap(\.unmapNanos), properties: first.properties,
                            seconds: sum(\.seconds), userMicros: sum(\.userMicros), systemMicros: sum(\.systemMicros), cpuMicros: sum(\.cpuMicros))
-        p.brackets = br.count == ok.count ? br.dropFirst().reduce(br[0], +) : nil
+        p.brackets = CPUBrackets.sum(ok.map(\.brackets))
         return p
     }
 
@@ -227,7 +227,10 @@ public struct BenchPoint: Codable, Equatable, Sendable {
     public var passesPerBoot: Int? { passes.map { $0.count / max(1, boots ?? 1) } }
 
     /// Per-pass points (as the stream carries them) merged per row, in the order rows first appear.
-    public static func mergePasses(_ ps: [BenchPoint]) -> [BenchPoint] {
+    public static func mergePasses(_ ps: [BenchPoint]) -> [BenchPoint] { rows(ps).compactMap(merged) }
+
+    /// Points grouped per row (source, backend, kind, size), rows in the order they first appear.
+    static func rows(_ ps: [BenchPoint]) -> [[BenchPoint]] {
         var order: [String] = []
         var groups: [String: [BenchPoint]] = [:]
         for p in ps {
@@ -235,7 +238,7 @@ public struct BenchPoint: Codable, Equatable, Sendable {
             if groups[k] == nil { order.append(k) }
             groups[k, default: []].append(p)
         }
-        return order.compactMap { merged(groups[$0]!) }
+        return order.map { groups[$0]! }
     }
 }
 
@@ -661,14 +664,7 @@ public struct BenchRun: Codable, Equatable, Sendable {
     public static func acrossBoots(_ runs: [BenchRun]) -> BenchRun? {
         guard var r = runs.first else { return nil }
         guard runs.count > 1 else { return r }
-        var order: [String] = []
-        var groups: [String: [BenchPoint]] = [:]
-        for p in runs.flatMap(\.points) {
-            let k = "\(p.source) \(p.backend) \(p.kind) \(p.size)"
-            if groups[k] == nil { order.append(k) }
-            groups[k, default: []].append(p)
-        }
-        r.points = order.compactMap { BenchPoint.acrossBoots(groups[$0]!) }
+        r.points = BenchPoint.rows(runs.flatMap(\.points)).compactMap(BenchPoint.acrossBoots)
         r.boots = runs.count
         r.incidents = runs.enumerated().flatMap { i, x in x.incidents.map { "boot \(i + 1): \($0)" } }
         r.seconds = runs.compactMap(\.seconds).reduce(0, +)
@@ -693,8 +689,7 @@ public struct BenchRun: Codable, Equatable, Sendable {
                 pts.append(BenchPoint(backend: k.backend, kind: k.kind, source: "c", size: k.size, mapNanos: xs.flatMap(\.mapNanos),
                                       unmapNanos: xs.flatMap(\.unmapNanos), userMicros: xs.compactMap(\.userMicros).reduce(0, +),
                                       systemMicros: xs.compactMap(\.systemMicros).reduce(0, +), cpuMicros: xs.compactMap(\.cpuMicros).reduce(0, +)))
-                let br = xs.compactMap(\.brackets)
-                if !br.isEmpty && br.count == xs.count { pts[pts.count - 1].brackets = br.dropFirst().reduce(br[0], +) }
+                pts[pts.count - 1].brackets = CPUBrackets.sum(xs.map(\.brackets))
             }
             cHelper?.points = pts
         }

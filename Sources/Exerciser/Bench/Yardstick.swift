@@ -59,10 +59,7 @@ public struct HostDrift: Codable, Equatable, Sendable {
     /// largest / smallest stage median − 1.
     public init?(baseline: [Yardstick], current: [Yardstick], sameKernel: Bool = true) {
         guard !baseline.isEmpty, !current.isEmpty else { return nil }
-        func median(_ xs: [Double]) -> Double {
-            let s = xs.sorted()
-            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-        }
+        func median(_ xs: [Double]) -> Double { BenchMath.median(xs) ?? 0 }
         func stages(_ ys: [Yardstick], _ f: (Yardstick) -> UInt64) -> [Double] {
             var groups: [[Double]] = []
             for (i, y) in ys.enumerated() {
