@@ -8,9 +8,9 @@ enum KSM {
     /// Restored in this order (CaseKnobs.restore): `run` first, so ksmd is back to what it was
     /// before its pace is. `run` is only ever written 1 or its saved value: 2 would unmerge every
     /// process's pages.
+    static let required = [dir + "/run", dir + "/pages_to_scan", dir + "/sleep_millisecs"]
     /// `smart_scan` (5e924ff54d08, 6.7) is saved and put back only where it exists.
-    static let knobs = [dir + "/run", dir + "/pages_to_scan", dir + "/sleep_millisecs", dir + "/smart_scan"]
-    static let required = 3
+    static let knobs = required + [dir + "/smart_scan"]
     /// What the event writes before it advises anything, in order: a pass over the few pages here
     /// takes one batch with no sleep between, and smart scanning is off where the kernel has it.
     /// Smart scanning (should_skip_rmap_item) skips a page that failed to merge for a growing
@@ -106,7 +106,7 @@ extension RealEventWorld {
     func ksmMerge() -> String {
         guard let makeTwin else { return "no twin builder" }
         let snap = CaseKnobs.snapshot(KSM.knobs)
-        guard snap.count >= KSM.required else { return "cannot read \(KSM.dir) (CONFIG_KSM)" }
+        guard KSM.required.allSatisfy({ k in snap.contains { $0.path == k } }) else { return "cannot read \(KSM.dir) (CONFIG_KSM)" }
         let pages = Int(size) / PageSize.base
         let pinnedAt = PageInfo.pfns(UInt64(UInt(bitPattern: addr)), pages: pages)
         var twins: [Region] = []
@@ -156,7 +156,7 @@ extension RealEventWorld {
             return KSM.twinStates([p[0]], [p[1]], ksm: KSM.isKSM) == ["merged"]
         }
         // A twin KSM took (VM_MERGEABLE set) is waited for until it merged: ksmd may pass over a
-        // page a few times (a raised refcount, smart_scan's skips) before it merges.
+        // page a few times (a raised refcount) before it merges.
         let twinTaken = twins.first.flatMap { KSM.mergeable($0.vaddr) }
         let twinMerged = {
             KSM.twinStates(PageInfo.pfns(twins[0].vaddr, pages: pages), PageInfo.pfns(twins[1].vaddr, pages: pages), ksm: KSM.isKSM)
