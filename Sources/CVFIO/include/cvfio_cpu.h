@@ -19,11 +19,13 @@ struct cvfio_bracket {
     uint64_t calls;
 };
 
-static inline uint64_t cvfio_thread_cpu_ns(void) {
+static inline uint64_t cvfio_clock_ns(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+static inline uint64_t cvfio_thread_cpu_ns(void) { return cvfio_clock_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 static inline int cvfio_bracketed_ioctl(struct cvfio_bracket *b, int fd, unsigned long request, void *arg) {
     uint64_t k0 = cvfio_thread_cpu_ns();
